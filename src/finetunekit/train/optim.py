@@ -1,0 +1,36 @@
+"""Optimizer and learning-rate schedule.
+
+Weight decay is not applied to biases and normalization weights (any tensor with fewer than two
+dimensions): decaying them only hurts, and every serious recipe excludes them.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import get_scheduler
+
+from ..config import TrainConfig
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[
+        cfg.scheduler
+    ]
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=warmup, num_training_steps=max(1, total_steps)
+    )

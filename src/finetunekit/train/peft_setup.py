@@ -1,0 +1,39 @@
+"""PEFT wrapping through `peft`: LoRA on chosen modules (or all linear layers) and merging."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import PeftConfig
+
+
+def apply_peft(model: torch.nn.Module, cfg: PeftConfig, task_type: str | None) -> torch.nn.Module:
+    """Wrap `model` with LoRA adapters; the task's new head stays fully trainable.
+
+    `task_type` ("SEQ_CLS", "CAUSAL_LM", ...) lets peft keep the right head in `modules_to_save`.
+    """
+    if cfg.method == "none":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target,
+        task_type=task_type,
+    )
+    return get_peft_model(model, lora)
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain transformers model with the adapters folded into the weights (for export)."""
+    if is_peft(model):
+        return model.merge_and_unload()
+    return model
