@@ -70,8 +70,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .run import predict
 
-    for item in predict(args.run, args.inputs):
+    inputs = args.inputs + args.user
+    if args.k is not None and args.k < 1:
+        raise UserError(f"--k {args.k}: expected at least 1")
+    if not inputs:
+        raise UserError("predict: give inputs (texts, files) or --user ID")
+    for item in predict(args.run, inputs, k=args.k):
         print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .evaluate.report import write_report
+
+    if not Path(args.run).is_dir():
+        raise UserError(f"{args.run}: no such run directory")
+    print(write_report(Path(args.run)))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import format_runs, list_runs
+
+    print(format_runs(list_runs(Path(args.dir)), Path(args.dir)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .runs import compare, format_comparison
+
+    print(format_comparison(compare(Path(args.run_a), Path(args.run_b))))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    print(export(args.run, merge=args.merge, out=args.out))
     return 0
 
 
@@ -119,8 +154,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with a run's model")
     p.add_argument("run")
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("inputs", nargs="*")
+    p.add_argument("--user", action="append", default=[], help="recommendation: a user id")
+    p.add_argument("--k", type=int, default=None, help="recommendation: items per user")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="(re)build RUN/report.html from the run directory")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("runs", help="list run directories with task, model, status, metrics")
+    p.add_argument("dir", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="metric and config differences between two runs")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="write a run's model (--merge) or adapter to a folder")
+    p.add_argument("run")
+    p.add_argument("--merge", action="store_true",
+                   help="a plain transformers folder with adapters merged into the weights")
+    p.add_argument("--out", default=None, help="target folder (default RUN/export/merged|adapter)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list built-in offline models")
     p.set_defaults(func=cmd_models)

@@ -107,6 +107,8 @@ class ImageConfig(Section):
     augment: bool = True
     freeze_backbone_epochs: float = Field(default=0, ge=0)
     linear_probe: bool = False
+    size: int | None = Field(default=None, ge=16)  # input side in pixels; None: the processor's
+    min_crop_scale: float = Field(default=0.35, gt=0, le=1)  # random resized crop: least area
 
 
 class AudioConfig(Section):
@@ -125,6 +127,8 @@ class RecommendationConfig(Section):
     hard_negatives: bool = False
     split: Literal["leave-last-out", "time"] = "leave-last-out"
     k: int = Field(default=10, gt=0)
+    item_columns: list[str] | None = None  # item-table columns forming the text; None: all but id
+    train_pairs_per_user: int | None = Field(default=None, gt=0)  # None: every positive is a target
 
 
 class Config(Section):

@@ -28,7 +28,7 @@ from .tasks import get_task
 from .tasks.base import EvalResult, Task
 
 RUN_FILES = ("metrics.jsonl", "eval", "checkpoints", "model", "adapter", "data", "report.html",
-             "plots", "run.json", "config.yaml")
+             "plots", "run.json", "config.yaml", "tensorboard")
 
 
 @dataclass
@@ -87,6 +87,9 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
         return table.rows
 
     train = read(cfg.data.train)
+    own = task.split(train)  # e.g. recommendation: by time per user, never random
+    if own is not None:
+        return own, tables
     splits: dict[str, list[dict]] = {}
     label_key = task.row_label if task.row_label(train[0]) is not None else None
     if isinstance(cfg.data.test, float):
@@ -153,6 +156,12 @@ def write_eval(out: Path, name: str, result: EvalResult) -> None:
     atomic_write_json(out / "eval" / f"{name}.json", result.metrics)
     if result.details:
         atomic_write_json(out / "eval" / f"{name}_details.json", result.details)
+    confusion = result.details.get("confusion_matrix")
+    if confusion:  # classification tasks: plots/confusion_{before,after}.png
+        from .evaluate.plots import plot_confusion
+
+        plot_confusion(confusion["matrix"], confusion["labels"],
+                       out / "plots" / f"confusion_{name}.png", f"confusion matrix ({name})")
 
 
 def write_predictions(out: Path, before: EvalResult | None, after: EvalResult) -> None:
@@ -185,6 +194,7 @@ def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
 def _accelerator(cfg: Config):
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
     precision = cfg.train.precision
     if precision == "auto":
@@ -195,7 +205,8 @@ def _accelerator(cfg: Config):
     return Accelerator(
         mixed_precision="no" if precision == "fp32" else precision,
         log_with=cfg.trackers or None,
-        project_dir=str(cfg.output_dir),
+        project_config=ProjectConfiguration(project_dir=str(cfg.output_dir),
+                                            logging_dir=str(cfg.output_dir / "tensorboard")),
     )
 
 
@@ -207,6 +218,7 @@ def train(
 ) -> Run:
     """Run the whole pipeline and return the run directory's handle."""
     import torch
+    from accelerate.utils import set_seed
 
     from .models import resolve_model
     from .train.batching import EpochBatchSampler, PackedBatchSampler
@@ -231,6 +243,17 @@ def train(
     if eval_split is None:
         raise UserError("data: no held-out rows to evaluate on (set data.test or data.validation)")
 
+    # model: resolved and loaded before anything is written, so a bad model or precision
+    # setting never leaves a run directory behind
+    try:
+        model_path = resolve_model(cfg.model, Path(cfg.base_dir) if cfg.base_dir else None)
+        accelerator = _accelerator(cfg)
+        set_seed(cfg.train.seed)  # new heads and adapters start the same in every run
+        model = task.load(model_path, splits["train"])
+    except OSError as err:
+        raise UserError(f"model '{cfg.model}': could not load ({str(err).splitlines()[0]})") from None
+    model.to(accelerator.device)
+
     resuming = bool(cfg.resume) and (out / "checkpoints").is_dir()
     if out.exists() and not resuming:
         _clear_previous(out)
@@ -242,15 +265,6 @@ def train(
     for warning in report["warnings"]:
         log(f"data warning: {warning}")
     log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-
-    # model
-    try:
-        model_path = resolve_model(cfg.model, Path(cfg.base_dir) if cfg.base_dir else None)
-        model = task.load(model_path, splits["train"])
-    except OSError as err:
-        raise UserError(f"model '{cfg.model}': could not load ({str(err).splitlines()[0]})") from None
-    accelerator = _accelerator(cfg)
-    model.to(accelerator.device)
 
     # before
     before: EvalResult | None = None
@@ -291,17 +305,19 @@ def train(
     val_rows = _limit(cfg, validation) if validation else []
 
     def evaluate_fn(m: torch.nn.Module) -> dict[str, float]:
-        return task.evaluate(m, val_rows).metrics
+        return task.validate(m, val_rows)
 
     if cfg.trackers:
-        accelerator.init_trackers(out.name, config=cfg.model_dump(mode="json"))
+        from .runs import tracker_config
+
+        accelerator.init_trackers(out.name, config=tracker_config(cfg.model_dump(mode="json")))
     metrics = MetricsLog(out / "metrics.jsonl", enabled=accelerator.is_main_process,
                          trackers=accelerator if cfg.trackers else None)
     result = train_loop(
         model, data, task.loss, cfg.train, accelerator, out / "checkpoints", metrics,
         evaluate_fn=evaluate_fn if objective else None, objective=objective,
         trainable_only=is_peft(model), resume=resuming, fingerprint=fingerprint(cfg),
-        progress=progress,
+        progress=progress, on_epoch=task.on_epoch,
     )
     model = accelerator.unwrap_model(model)
     if cfg.trackers:
@@ -334,6 +350,8 @@ def train(
             pass
         log("\n" + comparison_table(before.metrics if before else {}, after.metrics))
         log(f"\nmodel: {out / 'model'}")
+        if (out / "report.html").is_file():
+            log(f"report: {out / 'report.html'}")
     return Run(out)
 
 
@@ -365,8 +383,10 @@ def evaluate_run(run_dir: str | Path, data_path: str) -> EvalResult:
     return task.evaluate(model, rows)
 
 
-def predict(run_dir: str | Path, inputs: list[str]) -> list[dict[str, Any]]:
-    _, _, task, model = load_run(run_dir)
+def predict(run_dir: str | Path, inputs: list[str], k: int | None = None) -> list[dict[str, Any]]:
+    _, cfg, task, model = load_run(run_dir)
+    if k is not None:  # how many items a recommender returns per user
+        cfg.recommendation.k = k
     return task.predict(model, inputs)
 
 

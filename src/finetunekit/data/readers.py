@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import UserError
 
 WHERE = "_where"
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is almost surely not one JSONL record
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
            ".tsv": "tsv", ".parquet": "parquet"}
 
@@ -54,6 +55,11 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) with a clear error for non-UTF-8 bytes; a BOM is accepted."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise UserError(
+                    f"{path}:{number}: line is {len(raw) / 2**20:.0f} MB long (limit "
+                    f"{MAX_LINE_BYTES // 2**20} MB); expected one JSON object per line"
+                )
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
@@ -116,8 +122,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict | Exception]]:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise UserError(f"{path}: not a readable Parquet file ({err})") from None
-    for number, record in enumerate(table.to_pylist(), start=1):
-        yield number, record
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict | Exception]]:
@@ -161,7 +166,9 @@ def read_table(
         try:
             if isinstance(record, Exception):
                 raise record
-            renamed = {reverse.get(k, k): v for k, v in record.items()}
+            # a file column named like one of our mapped fields is not that field
+            renamed = {reverse.get(k, k): v for k, v in record.items()
+                       if k in reverse or k not in columns}
             row = check_row(renamed)
         except RowError as err:
             problem = BadRow(where, err.field, err.message)

@@ -309,11 +309,14 @@ def build_processor(tokenizer_file: Path, num_mel_bins: int):
 def convert_ct2_dir(model_bin: Path, meta_dir: Path, dest: Path) -> None:
     """Convert `model_bin` (+ `config.json`, `tokenizer.json` in `meta_dir`) into `dest`.
 
-    Writes to a sibling temporary folder and renames it at the end, so an interrupted
-    conversion never leaves a half-written cache that later loads would trust.
+    `dest` must not exist or be empty. Writes to a sibling temporary folder and renames it at the
+    end, so an interrupted conversion never leaves a half-written folder that looks complete.
     """
     from transformers import WhisperForConditionalGeneration
 
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"{dest} is not empty; convert into a new or empty folder")
     spec, tensors = read_ct2(model_bin)
     if spec != "WhisperSpec":
         raise UserError(f"{model_bin}: a {spec} checkpoint, not Whisper")
@@ -339,7 +342,6 @@ def convert_ct2_dir(model_bin: Path, meta_dir: Path, dest: Path) -> None:
     if model.proj_out.weight.data_ptr() != model.model.decoder.embed_tokens.weight.data_ptr():
         raise RuntimeError("proj_out is not tied to the decoder embeddings after conversion")
 
-    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -347,7 +349,7 @@ def convert_ct2_dir(model_bin: Path, meta_dir: Path, dest: Path) -> None:
         build_processor(meta_dir / "tokenizer.json", config.num_mel_bins).save_pretrained(tmp)
         _make_readable(tmp)
         if dest.exists():
-            shutil.rmtree(dest)
+            dest.rmdir()  # empty, checked above
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -54,6 +54,11 @@ class Task(ABC):
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """Validate and clean one renamed row; raise RowError(field, expected) when wrong."""
 
+    def split(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]] | None:
+        """Splits the task makes itself (e.g. by time, never random); None: the config's
+        `data.validation` / `data.test` fractions or files decide. Returns {"train": ..., ...}."""
+        return None
+
     def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
         """Checks that need the training split (e.g. unseen labels); returns the usable rows."""
         return rows
@@ -105,6 +110,11 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
         """Held-out metrics and per-example predictions."""
+
+    def validate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Metrics for picking the best checkpoint during training; tasks whose full evaluation
+        is slow (text generation) may compute only what the chosen metric needs."""
+        return self.evaluate(model, rows).metrics
 
     def baseline(
         self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]

@@ -136,6 +136,7 @@ def train_loop(
     resume: bool = False,
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> LoopResult:
     """Train `model` in place; at the end it holds the best evaluated weights (if any)."""
     from .optim import build_optimizer, build_scheduler
@@ -209,6 +210,8 @@ def train_loop(
     with _StopFlag() as stop:
         while state["step"] < total_steps and not stopped_early:
             data.sampler.set_epoch(state["epoch"])
+            if on_epoch is not None:  # e.g. unfreeze a backbone; also runs on resume
+                on_epoch(raw_model, state["epoch"])
             batches = data.sampler.batches()
             while state["micro"] < len(batches) and state["step"] < total_steps:
                 window = batches[state["micro"] : state["micro"] + cfg.grad_accum]
@@ -262,7 +265,10 @@ def train_loop(
                     if window_tokens:
                         record["tokens_per_s"] = window_tokens * world / elapsed
                     metrics.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
+                    postfix = {"loss": f"{record['loss']:.4f}", "ex_s": f"{record['examples_per_s']:.1f}"}
+                    if "tokens_per_s" in record:  # token tasks (chat, speech): tokens/s too
+                        postfix["tok_s"] = f"{record['tokens_per_s']:.0f}"
+                    bar.set_postfix(postfix)
                     window_loss, window_items, window_examples, window_tokens = 0.0, 0.0, 0, 0
                     window_start = time.perf_counter()
 

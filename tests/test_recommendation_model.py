@@ -1,0 +1,127 @@
+"""The two-tower recommender on a tiny random BERT: loss, cache, save / reload, the whole run."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from finetunekit import config as config_mod
+from finetunekit.models import resolve_model
+from finetunekit.run import load_run, predict, read_splits, train
+from finetunekit.tasks import get_task
+
+BAD = Path(__file__).parent / "data" / "bad" / "recommendation"
+COLUMNS = {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 2-layer BERT with the MiniLM tokenizer (no download, seconds to train)."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_cfg(model: Path, output: Path | None = None, **rec: object):
+    raw = {"task": "recommendation", "model": str(model),
+           "data": {"train": "good.csv", "items": "items.csv", "columns": COLUMNS},
+           "recommendation": {"sampled_negatives": 4, "k": 3, **rec},
+           "train": {"batch_size": 2, "max_length": 16, "num_threads": 1, "lr": 1e-3},
+           "output": str(output or "unused")}
+    return config_mod.validate(raw, base_dir=str(BAD))
+
+
+def loaded(cfg):
+    task = get_task(cfg)
+    splits, _ = read_splits(cfg, task)
+    model = task.load(str(cfg.model), splits["train"])
+    return task, splits, model
+
+
+def test_loss_masks_known_positives_and_trains(tiny_model: Path):
+    task, splits, model = loaded(make_cfg(tiny_model, hard_negatives=True))
+    examples = task.encode(splits["train"], training=True)
+    # user 1 trains on targets 2 and 3 (after 1); user 2 on 4 (after 3); user 3 has one positive
+    assert sorted((e["where"].split(":")[1], e["target"]) for e in examples) == [
+        ("2", 1), ("3", 3), ("7", 0)]  # rows by line: target index in the catalogue
+    assert all(len(e["hard"]) > 0 and not set(e["hard"]) & e["positives"] for e in examples)
+    batch = task.collate(examples)
+    targets = batch["candidates"][:3]
+    assert batch["blocked"].shape == (3, 3 + 4 + 3)
+    assert not batch["blocked"].diagonal().any()  # a target is never masked for its own user
+    # user 1's two examples must not treat each other's target as a negative
+    rows = [i for i, e in enumerate(examples) if e["where"].startswith("good.csv:2")
+            or e["where"].startswith("good.csv:3")]
+    assert batch["blocked"][rows[0], rows[1]] and batch["blocked"][rows[1], rows[0]]
+    assert torch.equal(task.collate(examples)["candidates"], batch["candidates"])  # seeded
+    assert len(set(targets.tolist())) == 3
+
+    before = task.item_embeddings(model).clone()
+    assert task.item_embeddings(model) is task._cache[1]  # cached while weights are unchanged
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = task.loss(model, batch)
+        assert math.isfinite(float(loss))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    assert not torch.allclose(task.item_embeddings(model), before)  # cache follows the weights
+
+
+def test_save_reload_same_top_k(tiny_model: Path, tmp_path: Path):
+    task, splits, model = loaded(make_cfg(tiny_model))
+    with torch.no_grad():
+        for p in model.parameters():  # move away from the initial weights
+            p.add_(0.01 * torch.randn_like(p))
+    expected = task.predict(model, ["1", "2", "3"])
+    for user, result in zip(("1", "2", "3"), expected, strict=True):
+        shown = {x["item"] for x in result["items"]}
+        assert len(result["items"]) == 3 and not shown & set(task.users[user]["seen"])
+    assert expected[0]["items"][0]["title"] in {"Toy Story", "Jumanji", "Heat", "Casino",
+                                                 "Sabrina", "GoldenEye", "Babe", "Se7en"}
+    task.save(model, tmp_path / "model")
+    saved = load_file(str(tmp_path / "model" / "item_index.safetensors"))["embeddings"]
+    assert saved.shape == (8, 32)
+    assert json.loads((tmp_path / "model" / "items.json").read_text())["ids"][:2] == ["1", "2"]
+
+    fresh = get_task(make_cfg(tiny_model))
+    reloaded = fresh.load_tuned(tmp_path / "model")
+    assert fresh.predict(reloaded, ["1", "2", "3"]) == expected
+    fresh._cache = None  # the index matches what the saved encoder computes
+    assert torch.allclose(fresh.item_embeddings(reloaded), saved, atol=1e-5)
+    with pytest.raises(Exception, match="unknown user id '77'"):
+        fresh.predict(reloaded, ["77"])
+
+
+def test_full_run_writes_before_after_and_predicts(tiny_model: Path, tmp_path: Path):
+    cfg = make_cfg(tiny_model, output=tmp_path / "run")
+    cfg.train.max_steps = 2
+    run = train(cfg, progress=False)
+    for result in (run.before, run.after):
+        assert {"hr@3", "ndcg@3", "mrr", "coverage@3", "popularity_ndcg@3",
+                "cold_ndcg@3"} <= set(result)
+        assert 0.0 <= result["ndcg@3"] <= 1.0
+    details = json.loads((run.dir / "eval" / "after_details.json").read_text())
+    assert details["rows"] == 3 and details["cold_start"]["rows"] == 2
+    assert run.status["metric"] == "ndcg@3"
+    out = predict(run.dir, ["2"], k=2)
+    assert [len(x["items"]) for x in out] == [2]
+    assert {x["item"] for x in out[0]["items"]}.isdisjoint({"3", "4", "6", "8"})
+    _, _, task, model = load_run(run.dir)
+    assert task.predict(model, ["2"])[0]["items"][:2] == out[0]["items"]
+    shutil.rmtree(run.dir / "checkpoints")
