@@ -58,13 +58,13 @@ TEMPLATES = [
 PROVENANCE = """# cards-asr: synthetic speech about playing cards
 
 Made by `scripts/make_cards_asr.py` (seed {seed}) with eSpeak NG {espeak} (Debian `espeak-ng`,
-GPL-3+; its licence
-covers the program, not the audio it produces) and SoX (Debian `sox`). Every
-sentence comes from a small set of templates filled with playing-card words (ranks, suits,
-"trumps", "flush", "trick" ...) and is spoken by `espeak-ng -v en-us+VOICE -s SPEED`, then
-converted by sox to 16 kHz mono with leading / trailing silence trimmed, quantized to 12
-significant bits (the low 4 bits are zero, which FLAC stores for free; inaudible for ASR) and
-written as 16-bit FLAC.
+GPL-3+; its licence covers the program, not the audio it produces) and SoX (Debian `sox`).
+Every sentence comes from a small set of templates filled with playing-card words (ranks,
+suits, "trumps", "flush", "trick" ...) and is spoken by `espeak-ng -v en-us+VOICE -s SPEED`,
+then converted by sox to 16 kHz mono with leading / trailing silence trimmed, padded with 50 ms
+of silence on each side, quantized to 12 significant bits (the low 4 bits are zero, which FLAC
+stores for free; inaudible for ASR) and written as 16-bit FLAC. The script is deterministic:
+re-running it gives byte-identical files.
 
 | split | clips | sentences | voices | speeds (words/min) |
 | --- | --- | --- | --- | --- |
@@ -74,6 +74,11 @@ written as 16-bit FLAC.
 `train.jsonl` / `test.jsonl`: `{{"audio": "audio/NAME.flac", "text": "..."}}`, paths relative to
 the JSONL file, text in lower-case words without punctuation (numbers spelled out).
 Total audio: {seconds:.0f} s.
+
+Baseline: the untuned built-in Whisper tiny.en scores WER 0.59 on `test.jsonl`
+(`python scripts/zero_shot_asr.py`; lower-cased, punctuation removed, digits not spelled out:
+0.54 if they were). It hears "six of spades" as "sick sun fades", "king of clubs" as
+"king on clothes".
 """
 
 

@@ -33,11 +33,12 @@ LINE = re.compile(r"^\s*(?:<s>)?(?P<text>.*?)(?:</s>)?\s*\((?P<id>[^)]+)\)\s*$")
 PROVENANCE = """# real-speech: 10 real English recordings
 
 Source: Debian package `{package}` version {version}
-(files under `{data}/`), the test data of CMU PocketSphinx (https://cmusphinx.github.io/). License: BSD-2-Clause, Copyright 1995-2014
-Carnegie Mellon University, 2014-2015 Alpha Cephei Inc. (see the package's
-`usr/share/doc/{package}/copyright`). The `librivox-*` clips are from the LibriVox public-domain
-reading of Jane Austen's *Sense and Sensibility*; the `cards-*` clips are spoken playing-card
-names.
+(files under `{data}/`),
+the test data of CMU PocketSphinx (https://cmusphinx.github.io/).
+License: BSD-2-Clause, Copyright 1995-2014 Carnegie Mellon University,
+2014-2015 Alpha Cephei Inc. (see the package's `usr/share/doc/{package}/copyright`).
+The `librivox-*` clips are from the LibriVox public-domain reading of Jane Austen's
+*Sense and Sensibility*; the `cards-*` clips are spoken playing-card names.
 
 Made by `scripts/make_real_speech.py`: each WAV is resampled to 16 kHz mono if needed (they
 already are) and written as FLAC; `clips.jsonl` holds `{{"audio", "text"}}` with the transcript

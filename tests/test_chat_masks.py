@@ -7,8 +7,9 @@ checks fail if the span derivation drifts from what the template renders.
 
 from __future__ import annotations
 
+import chat_fixtures
 import pytest
-from chat_fixtures import needs_smollm2, smollm2_dir, smollm2_tokenizer, write_jsonl  # noqa: F401
+from chat_fixtures import needs_smollm2, write_jsonl
 
 from finetunekit.config import validate
 from finetunekit.errors import UserError
@@ -16,6 +17,8 @@ from finetunekit.tasks.chat import ChatSFT
 from finetunekit.tasks.chat_encode import encode_row
 
 pytestmark = needs_smollm2
+smollm2_dir = chat_fixtures.smollm2_dir
+smollm2_tokenizer = chat_fixtures.smollm2_tokenizer  # fixtures shared by the chat tests
 
 
 def _trained_text(tok, enc) -> list[str]:

@@ -7,22 +7,20 @@ would too. Each check compares against the unpacked / unchunked result.
 
 from __future__ import annotations
 
+import chat_fixtures
 import pytest
 import torch
 import torch.nn.functional as F
-from chat_fixtures import (  # noqa: F401
-    needs_smollm2,
-    smollm2_dir,
-    smollm2_tokenizer,
-    tiny_llama,
-    write_jsonl,
-)
+from chat_fixtures import needs_smollm2, write_jsonl
 
 from finetunekit.config import validate
 from finetunekit.tasks.chat import ChatSFT
 from finetunekit.train.losses import IGNORE, causal_lm_loss_sum, chunked_ce_sum
 
 pytestmark = needs_smollm2
+smollm2_dir = chat_fixtures.smollm2_dir
+smollm2_tokenizer = chat_fixtures.smollm2_tokenizer
+tiny_llama = chat_fixtures.tiny_llama  # fixtures shared by the chat tests
 
 CONVERSATIONS = [
     [("user", "Hi"), ("assistant", "Hello! How can I help you today?")],
@@ -53,7 +51,8 @@ def test_packed_row_logits_equal_examples_alone(task_and_model):
     task, model, examples = task_and_model
     packed = task.collate_packed([examples[:3], examples[3:]])
     with torch.no_grad():
-        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
+                       use_cache=False).logits
         at = 0
         for e in examples[:3]:
             n = len(e.input_ids)
@@ -65,7 +64,7 @@ def test_packed_row_logits_equal_examples_alone(task_and_model):
                                    rtol=0)
     # the check has teeth: without restarting positions the second example's logits differ
     with torch.no_grad():
-        plain = model(input_ids=packed["input_ids"][:1]).logits[0]
+        plain = model(input_ids=packed["input_ids"][:1], use_cache=False).logits[0]
     n0 = len(examples[0].input_ids)
     assert (plain[n0 : n0 + 5] - logits[0, n0 : n0 + 5]).abs().max() > 1e-3
 

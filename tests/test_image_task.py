@@ -65,7 +65,13 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_mobilenet, toy,
     torch.manual_seed(123)  # global RNG state does not matter
     assert torch.equal(task.collate(examples)["pixel_values"], epoch0)
     task.on_epoch(model, 1)
-    assert not torch.equal(task.collate(examples)["pixel_values"], epoch0)
+    epoch1 = task.collate(examples)["pixel_values"]
+    assert not torch.equal(epoch1, epoch0)
+    # a resumed run is a fresh process: a new task told the epoch draws the same crops
+    fresh, fresh_model, _ = _loaded(tiny_mobilenet, toy, tmp_path)
+    fresh.on_epoch(fresh_model, 1)
+    assert torch.equal(fresh.collate(fresh.encode(rows[:4], training=True))["pixel_values"],
+                       epoch1)
     plain = task.pixel_values(task.encode(rows[:4], training=False))
     assert not torch.equal(plain, epoch0)  # evaluation never augments
 

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import queue
+import random
 import shutil
 import subprocess
 import threading
@@ -164,14 +165,27 @@ def render(page: Path, profile: Path, screenshot: Path | None = None) -> tuple[l
 
 
 def test_report_of_a_real_run_renders_cleanly(tiny_config, tmp_path: Path) -> None:
+    """A run that overfits on purpose (noise labels, high constant lr, no early stopping): its
+    training loss falls to ~0 while validation loss climbs, and the page must say so."""
+    from conftest import make_reviews, write_jsonl
+
     from finetunekit.run import train
 
+    rng = random.Random(0)
+    rows = make_reviews(64, seed=3)
+    for row in rows:
+        row["score"] = rng.choice(["great", "other"])  # only memorising lowers training loss
+    write_jsonl(Path(tiny_config.data.train), rows)
     tiny_config.output = str(tmp_path / "run")
-    tiny_config.train.max_steps = 12
-    tiny_config.train.eval_every = 3
+    tiny_config.eval.metric = "loss"
+    tiny_config.train.lr, tiny_config.train.scheduler = 3e-3, "constant"
+    tiny_config.train.warmup_ratio = 0.0
+    tiny_config.train.max_steps, tiny_config.train.eval_every = 60, 4
+    tiny_config.train.log_every = 2
+    tiny_config.train.early_stopping.patience = None
     run = train(tiny_config, progress=False)
     page = run.dir / "report.html"
-    assert page.is_file()
+    assert "possible overfitting" in page.read_text(encoding="utf-8")
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
     errors, broken = render(page, tmp_path / "profile", shot)

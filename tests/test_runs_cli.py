@@ -81,9 +81,9 @@ def test_compare_cli(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_compare_identical_and_missing_keys(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a", METRICS, text="other")
     b = make_run(tmp_path / "b", METRICS, text="other")
-    (b / "config.yaml").write_text((a / "config.yaml").read_text() + "resume: true\n")
+    (b / "config.yaml").write_text((a / "config.yaml").read_text() + "resume: true\nnew_key: null\n")
     changed = {key: (x, y) for key, x, y in compare(a, b).config}
-    assert list(changed) == ["resume"]
+    assert list(changed) == ["resume"]  # absent and null are the same setting
     assert changed["resume"][1] is True
     with pytest.raises(UserError, match="not a run directory"):
         compare(a, tmp_path / "missing")

@@ -31,9 +31,32 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def launch_processes(args: argparse.Namespace) -> int:
+    """Re-run this command in N data-parallel processes.
+
+    On GPUs through `accelerate launch` (which also reads the user's accelerate config for FSDP /
+    DeepSpeed); on CPU through torchrun, whose environment Accelerate picks up (gloo backend).
+    """
+    import subprocess
+
+    import torch
+
+    rest = [args.config, *sum((["--set", s] for s in args.set), [])]
+    rest += ["--resume"] * args.resume + ["--quiet"] * args.quiet
+    if torch.cuda.is_available():
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+               str(args.nproc), "-m", "finetunekit", "train", *rest]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
+               "-m", "finetunekit", "train", *rest]
+    return subprocess.run(cmd).returncode
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .run import train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_processes(args)
     if args.quiet:
         os.environ["FINETUNEKIT_QUIET"] = "1"
     train(args.config, overrides=args.set, resume=True if args.resume else None,
@@ -122,7 +145,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     if not Path(DEMO_CONFIG).is_file():
         raise UserError(f"{DEMO_CONFIG} not found: run the demo from the repository root")
-    args.config, args.resume = DEMO_CONFIG, False
+    args.config, args.resume, args.nproc = DEMO_CONFIG, False, 1
     return cmd_train(args)
 
 
@@ -139,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_set(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes (GPUs, or CPU processes with gloo)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("check", help="validate data and show statistics, without training")

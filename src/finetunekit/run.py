@@ -203,6 +203,7 @@ def _accelerator(cfg: Config):
     if precision != "fp32" and not torch.cuda.is_available():
         raise UserError(f"train.precision: {precision} needs a GPU; use fp32 or auto on CPU")
     return Accelerator(
+        cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU use gloo
         mixed_precision="no" if precision == "fp32" else precision,
         log_with=cfg.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir),
@@ -255,23 +256,26 @@ def train(
     model.to(accelerator.device)
 
     resuming = bool(cfg.resume) and (out / "checkpoints").is_dir()
-    if out.exists() and not resuming:
-        _clear_previous(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "run.json", {"status": "running", "task": cfg.task, "model": cfg.model,
-                                         "started": started})
-    atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
-    atomic_write_json(out / "data" / "report.json", report)
-    for warning in report["warnings"]:
-        log(f"data warning: {warning}")
-    log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if accelerator.is_main_process:  # with several processes, only rank 0 writes
+        if out.exists() and not resuming:
+            _clear_previous(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "run.json", {"status": "running", "task": cfg.task,
+                                             "model": cfg.model, "started": started})
+        atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
+        atomic_write_json(out / "data" / "report.json", report)
+        for warning in report["warnings"]:
+            log(f"data warning: {warning}")
+        log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    accelerator.wait_for_everyone()
 
     # before
     before: EvalResult | None = None
     if cfg.eval.baseline and not (resuming and (out / "eval" / "before.json").is_file()):
         log(f"evaluating the base model on {eval_split} ({len(splits[eval_split])} rows)")
         before = task.baseline(model, splits["train"], _limit(cfg, splits[eval_split]))
-        write_eval(out, "before", before)
+        if accelerator.is_main_process:
+            write_eval(out, "before", before)
     elif (out / "eval" / "before.json").is_file():
         before = EvalResult(json.loads((out / "eval" / "before.json").read_text()))
 
@@ -281,7 +285,8 @@ def train(
     model = apply_peft(model, cfg.peft, task.peft_task_type)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    preflight(out, n_params, n_trainable, cfg.train.keep_checkpoints)
+    if accelerator.is_main_process:
+        preflight(out, n_params, n_trainable, cfg.train.keep_checkpoints)
     log(f"model: {cfg.model} ({n_params / 1e6:.1f}M params, {n_trainable / 1e6:.2f}M trainable)")
 
     examples = task.encode(splits["train"], training=True)
@@ -300,6 +305,10 @@ def train(
     if validation:
         metric = cfg.eval.metric or task.default_metric
         mode = task.metric_mode if cfg.eval.mode == "auto" else cfg.eval.mode
+        if cfg.eval.mode == "auto" and metric != task.default_metric:
+            # metric_mode is the default metric's direction; another metric's follows its name
+            lower = metric.split("@")[0] in ("loss", "perplexity", "wer", "cer")
+            mode = "min" if lower else "max"
         objective = Objective(metric, mode, cfg.train.early_stopping.patience,
                               cfg.train.early_stopping.min_delta)
     val_rows = _limit(cfg, validation) if validation else []
@@ -313,12 +322,14 @@ def train(
         accelerator.init_trackers(out.name, config=tracker_config(cfg.model_dump(mode="json")))
     metrics = MetricsLog(out / "metrics.jsonl", enabled=accelerator.is_main_process,
                          trackers=accelerator if cfg.trackers else None)
+    train_started = time.perf_counter()
     result = train_loop(
         model, data, task.loss, cfg.train, accelerator, out / "checkpoints", metrics,
         evaluate_fn=evaluate_fn if objective else None, objective=objective,
         trainable_only=is_peft(model), resume=resuming, fingerprint=fingerprint(cfg),
         progress=progress, on_epoch=task.on_epoch,
     )
+    train_seconds = time.perf_counter() - train_started
     model = accelerator.unwrap_model(model)
     if cfg.trackers:
         accelerator.end_training()
@@ -340,6 +351,7 @@ def train(
             "best_step": result.best_step, "best_metric": result.best_metric,
             "metric": objective.metric if objective else None, "eval_split": eval_split,
             "stopped_early": result.stopped_early, "skipped_steps": result.skipped_steps,
+            "train_seconds": round(train_seconds, 2), "train_examples": len(examples),
         }
         atomic_write_json(out / "run.json", summary)
         try:
@@ -377,9 +389,9 @@ def evaluate_run(run_dir: str | Path, data_path: str) -> EvalResult:
     """Evaluate a run's tuned model on another labeled file, with the same metrics."""
     run, cfg, task, model = load_run(run_dir)
     table = task.read(Path(data_path), display=data_path)
-    rows = task.check_eval_rows(
-        [{"label": x} for x in getattr(task, "labels", [])] or table.rows, table.rows, "eval"
-    ) if getattr(task, "labels", None) else table.rows
+    labels = getattr(task, "labels", None)  # classification: refuse labels the model never saw
+    known = [{"label": name} for name in labels] if labels else table.rows
+    rows = task.check_eval_rows(known, table.rows, "eval")
     return task.evaluate(model, rows)
 
 

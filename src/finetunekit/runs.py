@@ -150,8 +150,9 @@ def compare(a: Path, b: Path) -> Comparison:
         for name in list(ma) + [k for k in mb if k not in ma]:
             metrics.append((split, name, ma.get(name), mb.get(name)))
     ca, cb = flatten(_config(a)), flatten(_config(b))
+    # a key one config lacks (written by an older version) and the other has as null: the same
     config = [(k, ca.get(k, _MISSING), cb.get(k, _MISSING))
-              for k in sorted(set(ca) | set(cb)) if ca.get(k, _MISSING) != cb.get(k, _MISSING)]
+              for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
     return Comparison(a, b, metrics, config)
 
 

@@ -104,6 +104,20 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _line(ax: Any, points: Series, **style: Any) -> list[Any]:
+    """Plot (step, value) points; few points get markers (one point alone draws no line)."""
+    if len(points) < 5:
+        style.setdefault("marker", "o")
+    return ax.plot(*zip(*points, strict=True), **style)
+
+
+def _legend(ax: Any, entries: int) -> None:
+    if entries > 4:  # many metrics (ranking): keep the legend off the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
+
+
 def _mark_best(ax: Any, best_step: int | None) -> None:
     if best_step is not None:
         ax.axvline(best_step, color="tab:green", linestyle="--", linewidth=1,
@@ -117,9 +131,9 @@ def plot_loss(train: Series, val: Series, best_step: int | None, path: Path) -> 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if train:
-        ax.plot(*zip(*train, strict=True), label="training loss", color="tab:blue")
+        _line(ax, train, label="training loss", color="tab:blue")
     if val:
-        ax.plot(*zip(*val, strict=True), marker="o", label="validation loss", color="tab:orange")
+        _line(ax, val, marker="o", label="validation loss", color="tab:orange")
     _mark_best(ax, best_step)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -137,12 +151,12 @@ def plot_eval_metrics(curves: dict[str, Series], best_step: int | None, path: Pa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, points in curves.items():
-        ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        _line(ax, points, marker="o", label=name)
     _mark_best(ax, best_step)
     ax.set_xlabel("step")
     ax.set_title("Validation metrics")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax, len(curves) + (best_step is not None))
     return _save(fig, path)
 
 
@@ -151,7 +165,7 @@ def plot_lr(lr: Series, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.plot(*zip(*lr, strict=True), color="tab:purple")
+    _line(ax, lr, color="tab:purple")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title("Learning rate")
@@ -170,7 +184,7 @@ def plot_throughput(examples: Series, tokens: Series, path: Path) -> Path | None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.4, 3), squeeze=False)
     for ax, (name, points, color) in zip(axes[0], panels, strict=True):
-        ax.plot(*zip(*points, strict=True), color=color)
+        _line(ax, points, color=color)
         ax.set_xlabel("step")
         ax.set_title(f"Throughput ({name})")
         ax.set_ylim(bottom=0)

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-
 def plot_confusion(
     matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str
 ) -> Path:

