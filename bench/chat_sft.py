@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None)
     args = parser.parse_args(argv)
-    args.steps = args.steps or (4 if args.quick else 12)
+    args.steps = args.steps or (3 if args.quick else 12)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.max_length = args.max_length or (64 if args.quick else 512)
     if args.child:

@@ -155,9 +155,9 @@ def test_utf8_bom_is_accepted(file: str) -> None:
 def test_skip_bad_rows_counts_and_reports(tmp_path: Path, tiny_bert: Path) -> None:
     """With data.skip_bad_rows the bad rows are skipped, counted and listed in data/report.json."""
     from finetunekit import config as config_mod
+    from finetunekit.data.checks import data_report
     from finetunekit.run import read_splits
     from finetunekit.tasks import get_task
-    from finetunekit.data.checks import data_report
 
     cfg = config_mod.validate({
         "task": "text-classification", "model": str(tiny_bert),

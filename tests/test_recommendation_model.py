@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from finetunekit import config as config_mod
 from finetunekit.models import resolve_model
-from finetunekit.run import load_run, predict, read_splits, train
+from finetunekit.run import evaluate_run, load_run, predict, read_splits, train
 from finetunekit.tasks import get_task
 
 BAD = Path(__file__).parent / "data" / "bad" / "recommendation"
@@ -122,4 +122,7 @@ def test_full_run_writes_before_after_and_predicts(tiny_model: Path, tmp_path: P
     assert {x["item"] for x in out[0]["items"]}.isdisjoint({"3", "4", "6", "8"})
     _, _, task, model = load_run(run.dir)
     assert task.predict(model, ["2"])[0]["items"][:2] == out[0]["items"]
+    # `finetunekit eval RUN --data LOG`: a raw log is split by time, ranked with the saved index
+    result = evaluate_run(run.dir, str(BAD / "good.csv"))
+    assert result.metrics["ndcg@3"] == pytest.approx(run.after["ndcg@3"])
     shutil.rmtree(run.dir / "checkpoints")

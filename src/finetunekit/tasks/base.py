@@ -103,7 +103,7 @@ class Task(ABC):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """The summed loss over the batch's `num_items` loss terms."""
 
-    def on_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+    def on_epoch(self, model: torch.nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Hook for schedule-dependent model changes (e.g. unfreezing a backbone)."""
 
     # --- evaluation -----------------------------------------------------------------------

@@ -14,7 +14,8 @@ Fine-tuning is InfoNCE / sampled softmax with `temperature`: each user's next po
 other targets of the batch (in-batch negatives), `sampled_negatives` items drawn uniformly from the
 catalogue (which the full-catalogue ranking also scores) and, with `hard_negatives`, one of the 50
 items the base model found most similar to the user's history that the user never liked. Known
-positives of the user are masked out of the negatives.
+positives of the user are masked out of the negatives. Gradients flow through the candidate items;
+history items are encoded by the same weights under a stop-gradient, which halves a CPU step.
 
 The saved model folder is a plain transformers encoder plus the item index (`item_index.safetensors`
 embeddings, `items.json` ids / texts / titles), each user's history (`users.json`) and
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
+from ..config import Config
 from ..data.interactions import (
     Catalogue,
     InteractionRules,
@@ -65,7 +67,7 @@ class Recommendation(Task):
     peft_task_type = "FEATURE_EXTRACTION"
     fields = ("user", "item", "rating", "timestamp")
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.rec = cfg.recommendation
         self.default_metric = f"ndcg@{self.rec.k}"  # type: ignore[misc]
@@ -87,17 +89,19 @@ class Recommendation(Task):
 
     def read(self, path: Path, display: str) -> Table:
         """The interaction log (`data.train`) checked against the item table (`data.items`)."""
-        if not self.cfg.data.items:
-            raise UserError("data.items: recommendation needs an item table (item id plus text "
-                            "columns such as title, description, categories)")
-        self.catalogue, item_bad = read_items(
-            self.cfg.path(self.cfg.data.items), self.cfg.data.items,
-            self.cfg.data.columns.get("item", "item"), self.rec.item_columns,
-            self.cfg.data.skip_bad_rows,
-        )
+        item_bad = []
+        if self.catalogue is None:  # a saved model brings its own catalogue (`finetunekit eval`)
+            if not self.cfg.data.items:
+                raise UserError("data.items: recommendation needs an item table (item id plus "
+                                "text columns such as title, description, categories)")
+            self.catalogue, item_bad = read_items(
+                self.cfg.path(self.cfg.data.items), self.cfg.data.items,
+                self.cfg.data.columns.get("item", "item"), self.rec.item_columns,
+                self.cfg.data.skip_bad_rows,
+            )
         needed = max(self.rec.min_history, self._held_out_count() + 1)
         table = read_interactions(path, display, self._rules(), self.catalogue,
-                                  self.cfg.data.items, needed)
+                                  self.cfg.data.items or "the model's item index", needed)
         table.bad_rows[:0] = item_bad
         return table
 
@@ -153,7 +157,6 @@ class Recommendation(Task):
         self.popularity = torch.zeros(len(self.catalogue))
         for i, c in counts.items():
             self.popularity[i] = c
-        self.train_rows = train_rows
         self._tokenize_catalogue()
         return self.model
 
@@ -312,9 +315,8 @@ class Recommendation(Task):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Summed InfoNCE: the user's target (column i) against every other candidate.
 
-        Gradients flow through the candidate items (targets and negatives); history items that
-        are not also candidates are encoded by the same weights without a graph (a stop-gradient
-        on the user side), which halves the cost of a step on CPU."""
+        History items that are not also candidates are encoded without a graph (stop-gradient on
+        the user side): forward only, which roughly halves the cost of a step on CPU."""
         emb = self._embed(model, batch["input_ids"], batch["attention_mask"])
         if batch["context_ids"].shape[0]:
             with torch.no_grad():
