@@ -100,6 +100,12 @@ def child(side: str, args: argparse.Namespace, result_path: Path) -> None:
     result_path.write_text(json.dumps({"train_s": elapsed, "images": images}))
 
 
+def _shown(path: Path) -> str:
+    """Repository-relative where possible, so committed results do not carry a home folder."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def measure(side: str, args: argparse.Namespace) -> dict:
     """Run one side in a child process; its peak RSS comes from the kernel via wait4."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, theirs = results["ours"], results["trainer"]
     report = {
         "benchmark": "image-classification training: finetunekit loop vs transformers.Trainer",
-        "model": args.model, "data": str(args.data), "steps": args.steps,
+        "model": args.model, "data": _shown(args.data), "steps": args.steps,
         "batch_size": args.batch_size, "image_size": args.size, "threads": args.threads,
         "quick": args.quick, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -64,7 +64,9 @@ def main() -> None:
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines()[: args.n]]
     prompts = [
-        tokenizer.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=False)
+        tokenizer.apply_chat_template(
+            r["messages"][:-1], add_generation_prompt=True, tokenize=False
+        )
         for r in rows
     ]
     answers = [r["messages"][-1]["content"] for r in rows]
@@ -90,13 +92,13 @@ def main() -> None:
         predictions += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     seconds = time.time() - start
 
-    exact = sum(p == a for p, a in zip(predictions, answers))
+    exact = sum(p == a for p, a in zip(predictions, answers, strict=True))
     fields: dict[str, int] = {}
-    for p, a in zip(predictions, answers):
+    for p, a in zip(predictions, answers, strict=True):
         for key, ok in field_scores(p, a).items():
             fields[key] = fields.get(key, 0) + ok
     n = len(rows)
-    for r, p, a in list(zip(rows, predictions, answers))[: args.show]:
+    for r, p, a in list(zip(rows, predictions, answers, strict=True))[: args.show]:
         print(f"- user: {r['messages'][-2]['content']}\n  want: {a}\n  got:  {p!r}")
     print(f"generation: {seconds:.1f} s for {n} prompts")
     print("field accuracy: " + ", ".join(f"{k} {v / n:.2f}" for k, v in fields.items()))

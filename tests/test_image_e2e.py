@@ -31,7 +31,7 @@ def test_fashion_subset_end_to_end(tmp_path: Path, capsys):
     code = main([
         "train", str(REPO / "examples" / "fashion.yaml"),
         "--set", "data.max_rows=300", "--set", "data.validation=null",
-        "--set", "image.size=64", "--set", "train.epochs=3", "--set", "train.num_threads=2",
+        "--set", "image.size=64", "--set", "train.epochs=3", "--set", "train.num_threads=1",
         "--set", f"output={out}",
     ])
     assert code == 0

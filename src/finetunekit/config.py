@@ -116,6 +116,8 @@ class AudioConfig(Section):
     max_seconds: float = Field(default=30.0, gt=0)
     language: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
+    freeze_encoder: bool = False  # train the decoder (ASR) or head (classification) only
+    extra_eval: str | None = None  # another labeled file scored before/after (real_wer, ...)
 
 
 class RecommendationConfig(Section):
@@ -245,5 +247,18 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def to_yaml(cfg: Config) -> str:
-    """The resolved config as YAML, every default written out."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML: every default written out, file paths made absolute.
+
+    Absolute paths keep the copy in the run directory valid wherever it is read from (`eval`,
+    `predict` and `--resume` read it without the original config file's folder).
+    """
+    raw = cfg.model_dump(mode="json")
+    for key in ("train", "validation", "test", "items"):
+        value = raw["data"].get(key)
+        if isinstance(value, str):
+            raw["data"][key] = str(cfg.path(value).resolve())
+    if raw["chat"].get("template"):
+        raw["chat"]["template"] = str(cfg.path(raw["chat"]["template"]).resolve())
+    if not cfg.model.startswith("builtin:") and cfg.path(cfg.model).is_dir():
+        raw["model"] = str(cfg.path(cfg.model).resolve())
+    return yaml.safe_dump(raw, sort_keys=False)

@@ -71,8 +71,9 @@ class Run:
         return f"Run({str(self.dir)!r}, before={self.before}, after={self.after})"
 
 
-def log(message: str) -> None:
-    if os.environ.get("FINETUNEKIT_QUIET") != "1":
+def log(message: str, summary: bool = False) -> None:
+    """Progress lines go to stderr; quiet mode keeps only the final summary."""
+    if summary or os.environ.get("FINETUNEKIT_QUIET") != "1":
         print(message, file=sys.stderr, flush=True)
 
 
@@ -111,13 +112,23 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
 
 def fingerprint(cfg: Config) -> dict[str, Any]:
     """The settings a checkpoint is only valid for; a resume with others is refused."""
-    return {
+    fp = {
         "task": cfg.task, "model": cfg.model, "data.train": cfg.data.train,
         "data.validation": cfg.data.validation, "data.columns": cfg.data.columns,
+        "data.max_rows": cfg.data.max_rows, "data.items": cfg.data.items,
+        "data.format": cfg.data.format,
         "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
         "train.max_length": cfg.train.max_length, "train.seed": cfg.train.seed,
-        "train.packing": cfg.train.packing, "peft": cfg.peft.model_dump(),
+        "train.packing": cfg.train.packing, "peft": cfg.peft.model_dump(mode="json"),
     }
+    section = TASK_SECTION.get(cfg.task)
+    if section:  # the task's own settings (template, augmentation, ...) shape batches too
+        fp[section] = getattr(cfg, section).model_dump(mode="json")
+    return fp
+
+
+TASK_SECTION = {"chat": "chat", "image-classification": "image", "speech-recognition": "audio",
+                "audio-classification": "audio", "recommendation": "recommendation"}
 
 
 # --- preflight ----------------------------------------------------------------------------
@@ -272,7 +283,8 @@ def train(
     # before
     before: EvalResult | None = None
     if cfg.eval.baseline and not (resuming and (out / "eval" / "before.json").is_file()):
-        log(f"evaluating the base model on {eval_split} ({len(splits[eval_split])} rows)")
+        log(f"evaluating the base model on {eval_split} "
+            f"({len(_limit(cfg, splits[eval_split]))} rows)")
         before = task.baseline(model, splits["train"], _limit(cfg, splits[eval_split]))
         if accelerator.is_main_process:
             write_eval(out, "before", before)
@@ -360,10 +372,10 @@ def train(
             write_report(out)
         except ImportError:
             pass
-        log("\n" + comparison_table(before.metrics if before else {}, after.metrics))
-        log(f"\nmodel: {out / 'model'}")
+        log("\n" + comparison_table(before.metrics if before else {}, after.metrics), summary=True)
+        log(f"\nmodel: {out / 'model'}", summary=True)
         if (out / "report.html").is_file():
-            log(f"report: {out / 'report.html'}")
+            log(f"report: {out / 'report.html'}", summary=True)
     return Run(out)
 
 

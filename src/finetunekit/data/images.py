@@ -9,7 +9,6 @@ EXIF rotation applied): every image processor accepts that, whatever the source 
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
+from .paths import inside
 from .readers import WHERE, BadRow, RowError, Table, read_table
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -79,12 +79,6 @@ def image_fingerprint(image: Image.Image) -> str:
     digest = hashlib.sha1(f"{image.size}".encode())
     digest.update(image.tobytes())
     return digest.hexdigest()
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Lexical containment: `..` or an absolute path cannot leave the dataset folder."""
-    path_n, root_n = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
-    return path_n == root_n or path_n.startswith(root_n.rstrip(os.sep) + os.sep)
 
 
 def image_row(path: Path, label: str, where: str) -> dict[str, Any]:
