@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "examples" / "data" / "food-reviews"
-FULL = {"epochs": 3, "lr": 1e-4, "batch_size": 32, "max_length": 128, "seed": 42,
+FULL = {"epochs": 2, "lr": 1e-4, "batch_size": 32, "max_length": 128, "seed": 42,
         "warmup_ratio": 0.06, "weight_decay": 0.01, "max_rows": None}
 QUICK = {**FULL, "epochs": 1, "max_length": 32, "max_rows": 64}
 

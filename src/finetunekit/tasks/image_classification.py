@@ -25,9 +25,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from ..data.images import image_row, load_image, read_image_folder, read_image_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
-from ..evaluate.classification import classification_metrics
-from .base import EvalResult, Task
-from .text_classification import label_text
+from .classification import ClassificationTask, label_text
 
 
 def set_image_size(processor: Any, side: int) -> None:
@@ -85,21 +83,16 @@ def random_resized_crop(image: torch.Tensor, side: int, min_scale: float, gen: t
                          antialias=True).squeeze(0)
 
 
-class ImageClassification(Task):
+class ImageClassification(ClassificationTask):
     name = "image-classification"
-    default_metric = "accuracy"
-    metric_mode = "max"
     fields = ("image", "label")
-
-    labels: list[str]
+    input_field = "image"
+    probe_c = 0.1  # 1,280 features from a few hundred images per class: regularize harder
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.epoch = 0
         self.frozen = False
-
-    def _column(self, field: str) -> str:
-        return self.cfg.data.columns.get(field, field)
 
     # --- data -----------------------------------------------------------------------------
     def read(self, path: Path, display: str) -> Table:
@@ -122,29 +115,12 @@ class ImageClassification(Task):
             raise RowError(self._column("image"), "expected an image path")
         return image_row(Path(path), self._label(row), "")
 
-    def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
-        known = {r["label"] for r in train}
-        kept = []
-        for row in rows:
-            if row["label"] in known:
-                kept.append(row)
-                continue
-            message = (f"{row[WHERE]}: field '{self._column('label')}': label {row['label']!r} "
-                       f"does not occur in the training split (labels: {', '.join(sorted(known))})")
-            if not self.cfg.data.skip_bad_rows:
-                raise UserError(message)
-        return kept
-
     def row_key(self, row: dict[str, Any]) -> Hashable:
         return row["fingerprint"]
 
     def row_length(self, row: dict[str, Any]) -> int:
         return int(row["width"]) * int(row["height"])
 
-    def row_label(self, row: dict[str, Any]) -> Hashable:
-        return row["label"]
-
-    # --- model ----------------------------------------------------------------------------
     def _setup_processor(self, processor: Any) -> None:
         if self.cfg.image.size is not None:
             set_image_size(processor, self.cfg.image.size)
@@ -263,23 +239,6 @@ class ImageClassification(Task):
             out[start : start + len(pixels)] = logits.float().cpu()
         return out
 
-    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
-        index = {name: i for i, name in enumerate(self.labels)}
-        y_true = [index[r["label"]] for r in rows]
-        probs = logits.softmax(-1)
-        y_pred = probs.argmax(-1).tolist()
-        metrics, details = classification_metrics(y_true, y_pred, self.labels)
-        metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
-        predictions = [
-            {"where": r[WHERE], "input": r["image"], "target": r["label"],
-             "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
-            for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
-        ]
-        return EvalResult(metrics, details, predictions)
-
-    def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
-        return self._result(self._logits(model, self.encode(rows, training=False)), rows)
-
     @torch.no_grad()
     def features(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> np.ndarray:
         """What the classification head sees (its input), from the frozen pre-trained model.
@@ -299,24 +258,6 @@ class ImageClassification(Task):
         finally:
             hook.remove()
         return torch.cat(captured).numpy()
-
-    def baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
-    ) -> EvalResult:
-        """Linear probe: logistic regression on frozen features (the new head is untrained)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        index = {name: i for i, name in enumerate(self.labels)}
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.1))
-        probe.fit(self.features(model, train), [index[r["label"]] for r in train])
-        log_proba = probe.predict_log_proba(self.features(model, test))
-        logits = torch.full((len(test), len(self.labels)), -1e9)  # classes the probe never saw
-        logits[:, torch.as_tensor(probe.classes_)] = torch.from_numpy(log_proba).float()
-        result = self._result(logits, test)
-        result.details["baseline"] = "linear probe on frozen pooled features"
-        return result
 
     # --- output ---------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, folder: Path) -> None:

@@ -53,7 +53,7 @@ from ..data.readers import WHERE, Table
 from ..errors import UserError
 from ..evaluate.ranking import score_and_rank
 from .base import EvalResult, Task
-from .text_classification import pad_ids
+from .padding import pad_ids
 
 HARD_POOL = 50  # hard negatives are drawn from the base model's top-50 non-positive items
 INDEX_FILE, ITEMS_FILE, USERS_FILE, SETTINGS_FILE = (

@@ -17,49 +17,15 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.readers import WHERE, RowError, require_text
-from ..errors import UserError
-from ..evaluate.classification import classification_metrics
-from .base import EvalResult, Task
+from .classification import ClassificationTask, label_text  # noqa: F401 (re-exported)
+from .padding import pad_ids
 
 
-def label_text(value: Any, column: str) -> str:
-    """Labels may be strings, integers or booleans in the file; we name them as text."""
-    if isinstance(value, bool) or isinstance(value, int | str):
-        text = str(value).strip()
-        if text:
-            return text
-        raise RowError(column, "empty label")
-    if value is None:
-        raise RowError(column, "missing label")
-    raise RowError(column, f"expected a label (text or integer), got {type(value).__name__}")
-
-
-def pad_ids(seqs: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token id lists to one tensor plus its attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        if side == "right":
-            ids[i, : len(seq)] = torch.tensor(seq)
-            mask[i, : len(seq)] = 1
-        else:
-            ids[i, width - len(seq) :] = torch.tensor(seq)
-            mask[i, width - len(seq) :] = 1
-    return ids, mask
-
-
-class TextClassification(Task):
+class TextClassification(ClassificationTask):
     name = "text-classification"
-    default_metric = "accuracy"
-    metric_mode = "max"
     peft_task_type = "SEQ_CLS"
     fields = ("text", "label")
-
-    labels: list[str]
-
-    def _column(self, field: str) -> str:
-        return self.cfg.data.columns.get(field, field)
+    input_field = "text"
 
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         text = require_text(row, "text", self._column("text"))
@@ -67,27 +33,11 @@ class TextClassification(Task):
             raise RowError(self._column("label"), "missing (check data.columns)")
         return {"text": text, "label": label_text(row["label"], self._column("label"))}
 
-    def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
-        known = {r["label"] for r in train}
-        kept = []
-        for row in rows:
-            if row["label"] in known:
-                kept.append(row)
-                continue
-            message = (f"{row[WHERE]}: field '{self._column('label')}': label {row['label']!r} "
-                       f"does not occur in the training split (labels: {', '.join(sorted(known))})")
-            if not self.cfg.data.skip_bad_rows:
-                raise UserError(message)
-        return kept
-
     def row_key(self, row: dict[str, Any]) -> Hashable:
         return row["text"].strip()
 
     def row_length(self, row: dict[str, Any]) -> int:
         return len(row["text"].split())
-
-    def row_label(self, row: dict[str, Any]) -> Hashable:
-        return row["label"]
 
     # --- model ----------------------------------------------------------------------------
     def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
@@ -161,23 +111,6 @@ class TextClassification(Task):
             out[chunk] = logits.float().cpu()
         return out
 
-    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
-        index = {name: i for i, name in enumerate(self.labels)}
-        y_true = [index[r["label"]] for r in rows]
-        probs = logits.softmax(-1)
-        y_pred = probs.argmax(-1).tolist()
-        metrics, details = classification_metrics(y_true, y_pred, self.labels)
-        metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
-        predictions = [
-            {"where": r[WHERE], "input": r["text"], "target": r["label"],
-             "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
-            for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
-        ]
-        return EvalResult(metrics, details, predictions)
-
-    def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
-        return self._result(self._logits(model, self.encode(rows, training=False)), rows)
-
     @torch.no_grad()
     def features(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> np.ndarray:
         """Mean-pooled last hidden states of the frozen backbone."""
@@ -195,20 +128,6 @@ class TextClassification(Task):
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
             feats.append(pooled.cpu().numpy())
         return np.concatenate(feats)
-
-    def baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
-    ) -> EvalResult:
-        """Linear probe: logistic regression on frozen features (the new head is untrained)."""
-        from sklearn.linear_model import LogisticRegression
-
-        index = {name: i for i, name in enumerate(self.labels)}
-        probe = LogisticRegression(max_iter=2000)
-        probe.fit(self.features(model, train), [index[r["label"]] for r in train])
-        logits = torch.from_numpy(probe.predict_log_proba(self.features(model, test))).float()
-        result = self._result(logits, test)
-        result.details["baseline"] = "linear probe on frozen mean-pooled features"
-        return result
 
     # --- output ---------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, folder: Path) -> None:

@@ -1,0 +1,107 @@
+"""What text, image and audio classification share: labels, checks, metrics, linear probe.
+
+Each of them puts a new head on a pre-trained backbone, so the pieces around that head are the
+same: the label set comes from the training split, held-out rows with unseen labels are refused,
+predictions and metrics come from logits, and the fair 'before' number is a linear probe on the
+frozen backbone's features. A subclass only says how to get logits and features for its inputs.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.readers import WHERE, RowError
+from ..errors import UserError
+from ..evaluate.classification import classification_metrics
+from .base import EvalResult, Task
+
+
+def label_text(value: Any, column: str) -> str:
+    """Labels may be strings, integers or booleans in the file; we name them as text."""
+    if isinstance(value, bool) or isinstance(value, int | str):
+        text = str(value).strip()
+        if text:
+            return text
+        raise RowError(column, "empty label")
+    if value is None:
+        raise RowError(column, "missing label")
+    raise RowError(column, f"expected a label (text or integer), got {type(value).__name__}")
+
+
+class ClassificationTask(Task):
+    default_metric = "accuracy"
+    metric_mode = "max"
+    input_field: ClassVar[str]  # the row field shown as the prediction's input
+    probe_c: ClassVar[float] = 1.0  # inverse regularization of the linear probe
+
+    labels: list[str]
+
+    def _column(self, field: str) -> str:
+        """The file's column for one of our fields (for messages that name the user's column)."""
+        return self.cfg.data.columns.get(field, field)
+
+    def row_label(self, row: dict[str, Any]) -> Hashable:
+        return row["label"]
+
+    def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
+        """A held-out label the model never trained on cannot be predicted: refuse (or skip) it."""
+        known = {r["label"] for r in train}
+        kept = []
+        for row in rows:
+            if row["label"] in known:
+                kept.append(row)
+                continue
+            message = (f"{row[WHERE]}: field '{self._column('label')}': label {row['label']!r} "
+                       f"does not occur in the training split (labels: {', '.join(sorted(known))})")
+            if not self.cfg.data.skip_bad_rows:
+                raise UserError(message)
+        return kept
+
+    @abstractmethod
+    def _logits(self, model: torch.nn.Module, examples: list[Any]) -> torch.Tensor:
+        """Logits `[len(examples), len(labels)]` on CPU, in the order given."""
+
+    @abstractmethod
+    def features(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> np.ndarray:
+        """What the classification head sees, from the frozen pre-trained model."""
+
+    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
+        index = {name: i for i, name in enumerate(self.labels)}
+        y_true = [index[r["label"]] for r in rows]
+        probs = logits.softmax(-1)
+        y_pred = probs.argmax(-1).tolist()
+        metrics, details = classification_metrics(y_true, y_pred, self.labels)
+        metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
+        predictions = [
+            {"where": r[WHERE], "input": r[self.input_field], "target": r["label"],
+             "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
+            for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
+        ]
+        return EvalResult(metrics, details, predictions)
+
+    def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
+        return self._result(self._logits(model, self.encode(rows, training=False)), rows)
+
+    def baseline(
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+    ) -> EvalResult:
+        """Linear probe: logistic regression on frozen features (the new head is untrained)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        index = {name: i for i, name in enumerate(self.labels)}
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=self.probe_c))
+        probe.fit(self.features(model, train), [index[r["label"]] for r in train])
+        log_proba = probe.predict_log_proba(self.features(model, test))
+        logits = torch.full((len(test), len(self.labels)), -1e9)  # classes the probe never saw
+        logits[:, torch.as_tensor(probe.classes_)] = torch.from_numpy(log_proba).float()
+        result = self._result(logits, test)
+        result.details["baseline"] = "linear probe on frozen pooled features"
+        return result
