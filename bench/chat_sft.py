@@ -97,10 +97,10 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
 
     from finetunekit import config as config_mod
     from finetunekit.tasks.chat import ChatSFT
-    from finetunekit.train.batching import EpochBatchSampler
-    from finetunekit.train.loop import TrainData, train_loop
-    from finetunekit.train.metrics_log import MetricsLog
-    from finetunekit.train.peft_setup import apply_peft
+    from finetunekit.training.batching import EpochBatchSampler
+    from finetunekit.training.loop import TrainData, train_loop
+    from finetunekit.training.metrics_log import MetricsLog
+    from finetunekit.training.peft_setup import apply_peft
 
     lora, gc = "lora" in name, name.endswith("_gc")
     cfg = config_mod.validate({

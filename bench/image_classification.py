@@ -66,9 +66,9 @@ def child(side: str, args: argparse.Namespace, result_path: Path) -> None:
     if side == "ours":
         from accelerate import Accelerator
 
-        from finetunekit.train.batching import EpochBatchSampler
-        from finetunekit.train.loop import TrainData, train_loop
-        from finetunekit.train.metrics_log import MetricsLog
+        from finetunekit.training.batching import EpochBatchSampler
+        from finetunekit.training.loop import TrainData, train_loop
+        from finetunekit.training.metrics_log import MetricsLog
 
         sampler = EpochBatchSampler([1] * len(examples), args.batch_size, 0,
                                     group_by_length=False)

@@ -15,7 +15,7 @@ from chat_fixtures import needs_smollm2, write_jsonl
 
 from finetunekit.config import validate
 from finetunekit.tasks.chat import ChatSFT
-from finetunekit.train.losses import IGNORE, causal_lm_loss_sum, chunked_ce_sum
+from finetunekit.training.losses import IGNORE, causal_lm_loss_sum, chunked_ce_sum
 
 pytestmark = needs_smollm2
 smollm2_dir = chat_fixtures.smollm2_dir

@@ -10,9 +10,9 @@ import torch
 from accelerate import Accelerator
 
 from finetunekit.config import TrainConfig
-from finetunekit.train.batching import EpochBatchSampler, pack_best_fit
-from finetunekit.train.loop import Diverged, Objective, TrainData, train_loop
-from finetunekit.train.metrics_log import MetricsLog
+from finetunekit.training.batching import EpochBatchSampler, pack_best_fit
+from finetunekit.training.loop import Diverged, Objective, TrainData, train_loop
+from finetunekit.training.metrics_log import MetricsLog
 
 
 def make_data(n: int = 64, seed: int = 0) -> list[dict]:

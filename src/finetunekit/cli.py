@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    from .train.loop import Interrupted
+    from .training.loop import Interrupted
 
     try:
         return args.func(args)

@@ -233,10 +233,10 @@ def train(
     from accelerate.utils import set_seed
 
     from .models import resolve_model
-    from .train.batching import EpochBatchSampler, PackedBatchSampler
-    from .train.loop import Objective, TrainData, train_loop
-    from .train.metrics_log import MetricsLog
-    from .train.peft_setup import apply_peft, is_peft, merged
+    from .training.batching import EpochBatchSampler, PackedBatchSampler
+    from .training.loop import Objective, TrainData, train_loop
+    from .training.metrics_log import MetricsLog
+    from .training.peft_setup import apply_peft, is_peft, merged
 
     cfg = config if isinstance(config, Config) else config_mod.load(config, overrides)
     if resume is not None:

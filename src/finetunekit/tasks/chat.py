@@ -26,7 +26,7 @@ import torch
 from ..data.readers import WHERE
 from ..errors import UserError
 from ..evaluate.generation import generation_metrics
-from ..train.losses import IGNORE, causal_lm_loss_sum
+from ..training.losses import IGNORE, causal_lm_loss_sum
 from .base import EvalResult, Task
 from .chat_encode import Encoded, encode_row, prompt_and_target, prompt_ids, render_loss
 from .chat_formats import check_chat_row
