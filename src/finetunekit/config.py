@@ -257,8 +257,9 @@ def to_yaml(cfg: Config) -> str:
         value = raw["data"].get(key)
         if isinstance(value, str):
             raw["data"][key] = str(cfg.path(value).resolve())
-    if raw["chat"].get("template"):
-        raw["chat"]["template"] = str(cfg.path(raw["chat"]["template"]).resolve())
+    for section, key in (("chat", "template"), ("audio", "extra_eval")):
+        if raw[section].get(key):
+            raw[section][key] = str(cfg.path(raw[section][key]).resolve())
     if not cfg.model.startswith("builtin:") and cfg.path(cfg.model).is_dir():
         raw["model"] = str(cfg.path(cfg.model).resolve())
     return yaml.safe_dump(raw, sort_keys=False)

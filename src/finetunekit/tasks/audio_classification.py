@@ -27,26 +27,19 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from ..data.audio import audio_row, load_audio, read_audio_folder, read_audio_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
-from ..evaluate.classification import classification_metrics
-from .base import EvalResult, Task
-from .text_classification import label_text
+from .classification import ClassificationTask, label_text
 
 
-class AudioClassification(Task):
+class AudioClassification(ClassificationTask):
     name = "audio-classification"
-    default_metric = "accuracy"
-    metric_mode = "max"
     peft_task_type = "SEQ_CLS"
     fields = ("audio", "label")
-
-    labels: list[str]
+    input_field = "audio"
+    probe_c = 0.1
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self._encoder_cache: dict[str, tuple[torch.Tensor, int]] = {}
-
-    def _column(self, field: str) -> str:
-        return self.cfg.data.columns.get(field, field)
 
     # --- data -----------------------------------------------------------------------------
     def read(self, path: Path, display: str) -> Table:
@@ -69,27 +62,11 @@ class AudioClassification(Task):
             raise RowError(self._column("audio"), "expected an audio file path")
         return audio_row(Path(path), self.cfg.audio.max_seconds, "", **self._fields(row))
 
-    def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
-        known = {r["label"] for r in train}
-        kept = []
-        for row in rows:
-            if row["label"] in known:
-                kept.append(row)
-                continue
-            message = (f"{row[WHERE]}: field '{self._column('label')}': label {row['label']!r} "
-                       f"does not occur in the training split (labels: {', '.join(sorted(known))})")
-            if not self.cfg.data.skip_bad_rows:
-                raise UserError(message)
-        return kept
-
     def row_key(self, row: dict[str, Any]) -> Hashable:
         return row["fingerprint"]
 
     def row_length(self, row: dict[str, Any]) -> int:
         return round(row["seconds"] * 1000)  # milliseconds
-
-    def row_label(self, row: dict[str, Any]) -> Hashable:
-        return row["label"]
 
     # --- model ----------------------------------------------------------------------------
     def _setup(self, extractor: Any) -> None:
@@ -213,43 +190,11 @@ class AudioClassification(Task):
                 out.append(hidden[i, :used].mean(0, keepdim=True).cpu())
         return torch.cat(out)
 
-    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
-        index = {name: i for i, name in enumerate(self.labels)}
-        y_true = [index[r["label"]] for r in rows]
-        probs = logits.softmax(-1)
-        y_pred = probs.argmax(-1).tolist()
-        metrics, details = classification_metrics(y_true, y_pred, self.labels)
-        metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
-        predictions = [
-            {"where": r[WHERE], "input": r["audio"], "target": r["label"],
-             "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
-            for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
-        ]
-        return EvalResult(metrics, details, predictions)
-
-    def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
-        return self._result(self._run(model, [r["audio"] for r in rows]), rows)
+    def _logits(self, model: torch.nn.Module, examples: list[dict[str, Any]]) -> torch.Tensor:
+        return self._run(model, [e["audio"] for e in examples])
 
     def features(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> np.ndarray:
         return self._run(model, [r["audio"] for r in rows], pooled=True).numpy()
-
-    def baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
-    ) -> EvalResult:
-        """Linear probe: logistic regression on frozen features (the new head is untrained)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        index = {name: i for i, name in enumerate(self.labels)}
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.1))
-        probe.fit(self.features(model, train), [index[r["label"]] for r in train])
-        log_proba = probe.predict_log_proba(self.features(model, test))
-        logits = torch.full((len(test), len(self.labels)), -1e9)  # classes the probe never saw
-        logits[:, torch.as_tensor(probe.classes_)] = torch.from_numpy(log_proba).float()
-        result = self._result(logits, test)
-        result.details["baseline"] = "linear probe on frozen mean-pooled encoder features"
-        return result
 
     # --- output ---------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, folder: Path) -> None:
