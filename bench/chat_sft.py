@@ -96,11 +96,10 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from accelerate import Accelerator
 
     from finetunekit import config as config_mod
+    from finetunekit.run import prepare_for_training, training_data
     from finetunekit.tasks.chat import ChatSFT
-    from finetunekit.training.batching import EpochBatchSampler
-    from finetunekit.training.loop import TrainData, train_loop
+    from finetunekit.training.loop import train_loop
     from finetunekit.training.metrics_log import MetricsLog
-    from finetunekit.training.peft_setup import apply_peft
 
     lora, gc = "lora" in name, name.endswith("_gc")
     cfg = config_mod.validate({
@@ -115,12 +114,8 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     })
     task = ChatSFT(cfg)
     rows = task.read(folder / "train.jsonl", "train.jsonl").rows
-    model = task.load(str(folder / "model"), rows)
-    if gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_peft(model, cfg.peft, task.peft_task_type)
-    examples = task.encode(rows, training=True)
-    sampler = EpochBatchSampler([task.example_length(e) for e in examples], args.rows, 0)
+    model = prepare_for_training(task.load(str(folder / "model"), rows), cfg, task)
+    data = training_data(cfg, task, rows)  # length-grouped batches, as `train` makes them
     times, tokens = [], []
 
     def loss(m, batch):
@@ -129,7 +124,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         return task.loss(m, batch)
 
     out = folder / name
-    train_loop(model, TrainData(examples, sampler, task.collate), loss, cfg.train,
+    train_loop(model, data, loss, cfg.train,
                Accelerator(cpu=True), out / "checkpoints", MetricsLog(out / "m.jsonl"),
                trainable_only=lora, progress=False)
     losses = [json.loads(x) for x in (out / "m.jsonl").read_text().splitlines()]

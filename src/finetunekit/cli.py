@@ -1,4 +1,4 @@
-"""The `finetunekit` command: train, check, eval, predict, export, report, models, demo.
+"""The `finetunekit` command: train, check, plan, eval, predict, export, report, models, demo.
 
 User errors (bad config, bad data, missing weights) print one line and exit with code 2;
 interrupted training exits with 130 after writing a checkpoint.
@@ -79,6 +79,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     if preview is not None:
         report.update(preview(splits["train"], examples=args.examples))
     print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import format_plan, plan
+
+    if args.memory_gb is not None and args.memory_gb <= 0:
+        raise UserError(f"--memory-gb {args.memory_gb}: expected a positive size")
+    capacity = args.memory_gb * 1024 if args.memory_gb is not None else None
+    result = plan(args.config, args.set, nproc=args.nproc, capacity_mb=capacity,
+                  probe_steps=args.probe_steps)
+    print(json.dumps(result.to_json(), indent=2) if args.json else format_plan(result))
     return 0
 
 
@@ -171,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_set(p)
     p.add_argument("--examples", type=int, default=3, help="examples to render (chat)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="predict peak memory per device and time per epoch")
+    p.add_argument("config")
+    with_set(p)
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes to plan for")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory of one device (default: this GPU's, or the RAM available)")
+    p.add_argument("--probe-steps", type=int, default=5,
+                   help="optimizer steps timed for the epoch estimate (0: no probe)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("eval", help="evaluate a run's model on a labeled file")
     p.add_argument("run")

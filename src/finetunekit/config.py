@@ -133,6 +133,13 @@ class RecommendationConfig(Section):
     train_pairs_per_user: int | None = Field(default=None, gt=0)  # None: every positive is a target
 
 
+class DistributedConfig(Section):
+    """How several processes share the work (through Accelerate); one process ignores it."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    zero_stage: Literal[2, 3] = 2  # deepspeed: 2 shards gradients + optimizer, 3 also weights
+
+
 class Config(Section):
     task: TaskName
     model: str
@@ -145,6 +152,7 @@ class Config(Section):
     image: ImageConfig = Field(default_factory=ImageConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     recommendation: RecommendationConfig = Field(default_factory=RecommendationConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     output: str = "runs/run"
     resume: bool | Literal["auto"] = False
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)

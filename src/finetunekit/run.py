@@ -24,6 +24,7 @@ from .data.readers import WHERE, Table
 from .data.split import stratified_split
 from .errors import UserError
 from .fileio import atomic_dir, atomic_write_json, atomic_write_text
+from .memory import peak_mb
 from .tasks import get_task
 from .tasks.base import EvalResult, Task
 
@@ -202,11 +203,42 @@ def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
 
 
 # --- the run ------------------------------------------------------------------------------
+def prepare_for_training(model: Any, cfg: Config, task: Task) -> Any:
+    """Gradient checkpointing and adapters, as `train` and `plan` both set them up."""
+    from .training.activation_checkpointing import set_activation_checkpointing
+    from .training.peft_setup import apply_peft
+
+    if cfg.train.gradient_checkpointing:
+        set_activation_checkpointing(model, True)
+    return apply_peft(model, cfg.peft, task.peft_task_type)
+
+
+def training_data(cfg: Config, task: Task, rows: list[dict]) -> Any:
+    """Encode the training rows and choose their batching: packed rows or length-grouped batches."""
+    from .training.batching import EpochBatchSampler, PackedBatchSampler
+    from .training.loop import TrainData
+
+    examples = task.encode(rows, training=True)
+    lengths = [task.example_length(e) for e in examples]
+    if cfg.train.packing:
+        sampler: Any = PackedBatchSampler(lengths, cfg.train.max_length, cfg.train.batch_size,
+                                          cfg.train.seed)
+        return TrainData(examples, sampler, task.collate_packed)
+    sampler = EpochBatchSampler(lengths, cfg.train.batch_size, cfg.train.seed,
+                                group_by_length=cfg.train.group_by_length)
+    return TrainData(examples, sampler, task.collate)
+
+
 def _accelerator(cfg: Config):
     import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
+    if cfg.distributed.strategy != "ddp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            f"distributed.strategy: {cfg.distributed.strategy} is for `finetunekit plan` only so "
+            "far (training with sharded checkpoints is not built yet); use ddp"
+        )
     precision = cfg.train.precision
     if precision == "auto":
         bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -233,10 +265,9 @@ def train(
     from accelerate.utils import set_seed
 
     from .models import resolve_model
-    from .training.batching import EpochBatchSampler, PackedBatchSampler
-    from .training.loop import Objective, TrainData, train_loop
+    from .training.loop import Objective, train_loop
     from .training.metrics_log import MetricsLog
-    from .training.peft_setup import apply_peft, is_peft, merged
+    from .training.peft_setup import is_peft, merged
 
     cfg = config if isinstance(config, Config) else config_mod.load(config, overrides)
     if resume is not None:
@@ -292,26 +323,15 @@ def train(
         before = EvalResult(json.loads((out / "eval" / "before.json").read_text()))
 
     # train
-    if cfg.train.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_peft(model, cfg.peft, task.peft_task_type)
+    model = prepare_for_training(model, cfg, task)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if accelerator.is_main_process:
         preflight(out, n_params, n_trainable, cfg.train.keep_checkpoints)
     log(f"model: {cfg.model} ({n_params / 1e6:.1f}M params, {n_trainable / 1e6:.2f}M trainable)")
 
-    examples = task.encode(splits["train"], training=True)
-    lengths = [task.example_length(e) for e in examples]
-    if cfg.train.packing:
-        sampler: Any = PackedBatchSampler(lengths, cfg.train.max_length, cfg.train.batch_size,
-                                          cfg.train.seed)
-        collate = task.collate_packed
-    else:
-        sampler = EpochBatchSampler(lengths, cfg.train.batch_size, cfg.train.seed,
-                                    group_by_length=cfg.train.group_by_length)
-        collate = task.collate
-    data = TrainData(examples, sampler, collate)
+    data = training_data(cfg, task, splits["train"])
+    examples = data.examples
     validation = splits.get("validation")
     objective = None
     if validation:
@@ -364,6 +384,7 @@ def train(
             "metric": objective.metric if objective else None, "eval_split": eval_split,
             "stopped_early": result.stopped_early, "skipped_steps": result.skipped_steps,
             "train_seconds": round(train_seconds, 2), "train_examples": len(examples),
+            "peak_memory_mb": round(peak_mb(), 1),
         }
         atomic_write_json(out / "run.json", summary)
         try:

