@@ -171,3 +171,28 @@ def test_skip_bad_rows_counts_and_reports(tmp_path: Path, tiny_bert: Path) -> No
     report = data_report(splits, tables, task.row_key, task.row_length, task.row_label)
     assert any("empty_text.jsonl:2" in b for b in report["bad_rows"])
     assert any("bad rows skipped" in w for w in report["warnings"])
+
+
+def test_output_under_a_file_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = data_config(tmp_path, "good_test.jsonl", "train")
+    code, err = run_cli(["train", str(config), "--set", f"output={blocker / 'run'}"], capsys)
+    assert_one_line_error(code, err, "is a file, so the folder cannot be made")
+    code, err = run_cli(["train", str(config), "--set", f"output={blocker}"], capsys)
+    assert_one_line_error(code, err, "exists and is not a folder")
+
+
+def test_preflight_refuses_too_little_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from finetunekit import run as run_mod
+    from finetunekit.errors import UserError
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(run_mod.shutil, "disk_usage",
+                        lambda _: usage._replace(free=10 * 2**20))
+    with pytest.raises(UserError, match="not enough free disk") as err:
+        run_mod.preflight(tmp_path / "run", n_params=50_000_000, n_trainable=50_000_000, keep=2)
+    assert "GB needed" in str(err.value) and "keep_checkpoints" in str(err.value)
+    run_mod.preflight(tmp_path / "ok", n_params=1000, n_trainable=1000, keep=2)  # 10 MiB is plenty

@@ -133,10 +133,34 @@ TASK_SECTION = {"chat": "chat", "image-classification": "image", "speech-recogni
 
 
 # --- preflight ----------------------------------------------------------------------------
-def preflight(out: Path, n_params: int, n_trainable: int, keep: int) -> None:
-    """Fail before training, not hours in: output writable, disk enough for the checkpoints."""
+def check_output_location(out: Path) -> None:
+    """Before reading data or loading a model: can the output folder be made here?
+
+    Nothing is created (a run that fails on bad data leaves no folder); the nearest existing
+    ancestor must be a writable folder, and the output itself a folder if it exists.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out}: exists and is not a folder")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"output {out}: {ancestor} is a file, so the folder cannot be made")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"output {out}: {ancestor} is not writable")
+
+
+def make_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"output folder {out} could not be made ({err.strerror})") from None
+
+
+def preflight(out: Path, n_params: int, n_trainable: int, keep: int) -> None:
+    """Fail before training, not hours in: output writable, disk enough for the checkpoints."""
+    make_output(out)
+    try:
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -275,6 +299,7 @@ def train(
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     out = cfg.output_dir
+    check_output_location(out)
     started = time.time()
     task = get_task(cfg)
 
@@ -301,7 +326,7 @@ def train(
     if accelerator.is_main_process:  # with several processes, only rank 0 writes
         if out.exists() and not resuming:
             _clear_previous(out)
-        out.mkdir(parents=True, exist_ok=True)
+        make_output(out)
         atomic_write_json(out / "run.json", {"status": "running", "task": cfg.task,
                                              "model": cfg.model, "started": started})
         atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
