@@ -3,8 +3,9 @@
 Memory is predicted part by part, so that when a run will not fit the user sees which part to
 shrink:
 
-- runtime: the process before the model is loaded (interpreter, libraries, the data read). On a
-  GPU the allocator does not count it, so it is 0 there.
+- runtime (CPU): the process's RSS once the model is loaded, less the weights: interpreter,
+  libraries, the data read, and what loading left behind. The GPU allocator counts only tensors,
+  so it is 0 there.
 - weights: every parameter and buffer once (tied tensors once).
 - gradients: one per trainable parameter; optimizer: AdamW's two moments per trainable parameter.
 - activations: what autograd keeps for the backward pass, *measured* with saved-tensor hooks on
@@ -16,7 +17,6 @@ shrink:
 - sharding: FSDP and ZeRO-3 divide weights, gradients and optimizer state by the process count
   (plus one gathered layer); ZeRO-2 divides gradients and optimizer state; DDP adds its gradient
   buckets.
-
 - other (CPU): a short probe runs real optimizer steps on batches spread from the largest to the
   smallest; whatever peak RSS it reaches beyond the parts above is shown as its own row. On CPU
   that is mostly glibc keeping freed blocks of one batch shape that the next shape cannot reuse
@@ -42,6 +42,7 @@ from . import config as config_mod
 from .config import Config
 from .memory import MB, current_mb, device_capacity_mb, on_gpu
 from .training.activation_checkpointing import is_checkpointing, set_activation_checkpointing
+from .training.loop import micro_batch
 
 
 @dataclass
@@ -198,7 +199,7 @@ def probe(model: torch.nn.Module, data: Any, loss_fn: Any, cfg: Config, device: 
     model.train()
     for n, w in enumerate(picks[: steps + 1]):
         start = time.perf_counter()
-        micro = [_collate(data, b, device) for b in windows[w]]
+        micro = [micro_batch(data, b, device) for b in windows[w]]
         items = sum(float(b["num_items"]) for b in micro)
         for batch in micro:
             (loss_fn(model, batch) / max(items, 1.0)).backward()
@@ -212,14 +213,6 @@ def probe(model: torch.nn.Module, data: Any, loss_fn: Any, cfg: Config, device: 
     per_token = sum(times) / max(sum(tokens), 1)
     return Probe(seconds_per_step=sum(times) / len(times),
                  seconds_per_epoch=per_token * sum(size), peak_mb=peak_mb())
-
-
-def _collate(data: Any, group: list, device: torch.device) -> dict[str, Any]:
-    if group and isinstance(group[0], list):  # packed rows
-        batch = data.collate([[data.examples[i] for i in row] for row in group])
-    else:
-        batch = data.collate([data.examples[i] for i in group])
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _longest_row(data: Any, lengths: list[int]) -> tuple[list, int]:
@@ -260,7 +253,7 @@ def _lora_trainable(model: torch.nn.Module, r: int) -> int:
 
 
 def _suggestions(plan: Plan, cfg: Config, model: torch.nn.Module, world: int) -> list[str]:
-    """Ways to fit, each with its predicted peak, smallest change first."""
+    """Ways to fit, smallest change first, with the memory each one saves where it is known."""
     if plan.fits:
         return []
     mem, cap = plan.memory_mb, plan.capacity_mb
@@ -321,7 +314,7 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
     data = training_data(cfg, task, splits["train"])
     lengths = [task.example_length(e) for e in data.examples]
     row, tokens = _longest_row(data, lengths)
-    one_row = _collate(data, row, device)
+    one_row = micro_batch(data, row, device)
     per_row = activation_bytes_per_row(model, task.loss, one_row, tokens)
     world = max(1, nproc)
     rows_per_device = math.ceil(cfg.train.batch_size / world)

@@ -85,15 +85,14 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _gather(data: TrainData, index_groups: list, rank: int, world: int) -> dict[str, Any]:
-    """Collate one micro-batch; with several processes each takes its slice of it."""
+def micro_batch(data: TrainData, index_groups: list, device: torch.device, rank: int = 0,
+                world: int = 1) -> dict[str, Any]:
+    """Collate one micro-batch onto `device`; with several processes each takes its slice."""
     mine = index_groups[rank::world] if world > 1 else index_groups
     if mine and isinstance(mine[0], list):  # packed rows: lists of example indices
-        return data.collate([[data.examples[i] for i in row] for row in mine])
-    return data.collate([data.examples[i] for i in mine])
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        batch = data.collate([[data.examples[i] for i in row] for row in mine])
+    else:
+        batch = data.collate([data.examples[i] for i in mine])
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -215,7 +214,7 @@ def train_loop(
             batches = data.sampler.batches()
             while state["micro"] < len(batches) and state["step"] < total_steps:
                 window = batches[state["micro"] : state["micro"] + cfg.grad_accum]
-                micro = [_to_device(_gather(data, b, rank, world), accelerator.device) for b in window]
+                micro = [micro_batch(data, b, accelerator.device, rank, world) for b in window]
                 items = torch.tensor(float(sum(b["num_items"] for b in micro)), device=accelerator.device)
                 total_items = accelerator.reduce(items, reduction="sum").item() if world > 1 else items.item()
                 step_loss = 0.0
