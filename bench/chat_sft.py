@@ -242,7 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
     from finetunekit.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:smollm2-135m-instruct"))
-    results: dict = {"matmul_gflops": round(matmul_gflops(args.threads), 2)}
+    out = Path(args.out)
+    gflops = round(matmul_gflops(args.threads), 2)
+    # a subset of runs (--runs) updates those entries of an existing results file
+    subset = set(args.runs.split(",")) != set(RUNS)
+    results: dict = json.loads(out.read_text()) if subset and out.is_file() else {}
+    results["matmul_gflops"] = results.get("matmul_gflops", gflops)
     with tempfile.TemporaryDirectory(prefix="chat-sft-bench-") as tmp:
         folder = Path(tmp)
         n = 64 if args.quick else 2000
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.runs.split(","):
             result_file = folder / f"{name}.json"
             cmd = [sys.executable, __file__, "--child", name, "--folder", str(folder),
-                   "--result", str(result_file), "--gflops", str(results["matmul_gflops"]),
+                   "--result", str(result_file), "--gflops", str(gflops),
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--threads", str(args.threads), "--rows", str(args.rows),
                    "--max-length", str(args.max_length), "--attn-len", str(attn_len)]
@@ -264,10 +269,9 @@ def main(argv: list[str] | None = None) -> dict:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
-            results[name] = json.loads(result_file.read_text())
+            results[name] = {**json.loads(result_file.read_text()), "matmul_gflops": gflops}
             print(f"{name}: {results[name]} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -269,9 +269,15 @@ def _accelerator(cfg: Config):
         precision = "bf16" if bf16_ok else "fp32"
     if precision != "fp32" and not torch.cuda.is_available():
         raise UserError(f"train.precision: {precision} needs a GPU; use fp32 or auto on CPU")
+    dynamo = None
+    if cfg.train.compile:
+        from accelerate.utils import TorchDynamoPlugin
+
+        dynamo = TorchDynamoPlugin(backend="inductor")
     return Accelerator(
         cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU use gloo
         mixed_precision="no" if precision == "fp32" else precision,
+        dynamo_plugin=dynamo,
         log_with=cfg.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir),
                                             logging_dir=str(cfg.output_dir / "tensorboard")),
@@ -318,7 +324,7 @@ def train(
         accelerator = _accelerator(cfg)
         set_seed(cfg.train.seed)  # new heads and adapters start the same in every run
         model = task.load(model_path, splits["train"])
-    except OSError as err:
+    except (OSError, ValueError, ImportError) as err:  # missing files, unsupported attention, ...
         raise UserError(f"model '{cfg.model}': could not load ({str(err).splitlines()[0]})") from None
     model.to(accelerator.device)
 
@@ -387,7 +393,7 @@ def train(
         progress=progress, on_epoch=task.on_epoch,
     )
     train_seconds = time.perf_counter() - train_started
-    model = accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(model, keep_torch_compile=False)
     if cfg.trackers:
         accelerator.end_training()
 

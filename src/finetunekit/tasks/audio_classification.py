@@ -87,7 +87,7 @@ class AudioClassification(ClassificationTask):
             id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)},
             ignore_mismatched_sizes=True,
-            trust_remote_code=remote,
+            **self.model_kwargs,
         )
         if self.cfg.audio.freeze_encoder:  # before the optimizer is built: only the head in it
             backbone(model).requires_grad_(False)

@@ -38,6 +38,15 @@ class Task(ABC):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """`from_pretrained` options every task passes for the base model: remote code only when
+        the user allows it, and the attention implementation when one is chosen."""
+        kwargs: dict[str, Any] = {"trust_remote_code": self.cfg.trust_remote_code}
+        if self.cfg.train.attention != "auto":
+            kwargs["attn_implementation"] = self.cfg.train.attention
+        return kwargs
+
     # --- data -----------------------------------------------------------------------------
     def read(self, path: Path, display: str) -> Table:
         """Read one split file. Tasks with folder layouts (images, audio) override this."""

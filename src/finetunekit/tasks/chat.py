@@ -104,7 +104,7 @@ class ChatSFT(Task):
         if systems and systems.most_common(1)[0][1] == len(train_rows):
             self.system_prompt = systems.most_common(1)[0][0]
         model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=torch.float32, trust_remote_code=self.cfg.trust_remote_code
+            model_path, dtype=torch.float32, **self.model_kwargs
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         return model

@@ -148,7 +148,7 @@ class ImageClassification(ClassificationTask):
             id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)},
             ignore_mismatched_sizes=True,
-            trust_remote_code=remote,
+            **self.model_kwargs,
         )
         fix_batchnorm_momentum(model)
         if self.cfg.image.linear_probe:  # before the optimizer is built: only the head in it

@@ -151,7 +151,7 @@ class Recommendation(Task):
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.model = AutoModel.from_pretrained(model_path, trust_remote_code=trust)
+        self.model = AutoModel.from_pretrained(model_path, **self.model_kwargs)
         assert self.catalogue is not None
         counts = Counter(self.catalogue.index[r["item"]] for r in train_rows if r["positive"])
         self.popularity = torch.zeros(len(self.catalogue))

@@ -132,7 +132,7 @@ class SpeechRecognition(Task):
     def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
         remote = self.cfg.trust_remote_code
         processor = WhisperProcessor.from_pretrained(model_path, trust_remote_code=remote)
-        model = WhisperForConditionalGeneration.from_pretrained(model_path, trust_remote_code=remote)
+        model = WhisperForConditionalGeneration.from_pretrained(model_path, **self.model_kwargs)
         self._setup(processor, model)
         if self.cfg.audio.extra_eval:
             self._extra()  # a bad file fails now, before the run writes anything

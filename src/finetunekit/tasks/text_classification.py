@@ -51,7 +51,7 @@ class TextClassification(ClassificationTask):
             id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)},
             ignore_mismatched_sizes=True,
-            trust_remote_code=self.cfg.trust_remote_code,
+            **self.model_kwargs,
         )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

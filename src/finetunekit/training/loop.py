@@ -147,7 +147,7 @@ def train_loop(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)  # plain keys
     params = [p for p in model.parameters() if p.requires_grad]
 
     state: dict[str, Any] = {

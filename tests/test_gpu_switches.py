@@ -1,0 +1,83 @@
+"""The speed switches (attention kernel, torch.compile, bf16): each reaches the model, is written
+into the resolved config, and fails with one line when the machine cannot honour it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from finetunekit import run as run_mod
+from finetunekit.cli import main
+from finetunekit.tasks import get_task
+
+
+def _task_and_rows(cfg):
+    task = get_task(cfg)
+    return task, task.read(Path(cfg.data.train), display="train").rows
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_attention_choice_reaches_the_model(tiny_config, attention: str) -> None:
+    tiny_config.train.attention = attention
+    task, rows = _task_and_rows(tiny_config)
+    model = task.load(tiny_config.model, rows)
+    assert model.config._attn_implementation == attention
+
+
+def test_unavailable_attention_is_a_one_line_error(tiny_config, tmp_path: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU with flash-attn this would load")
+    raw = tiny_config.model_dump(mode="json")
+    raw["train"]["attention"] = "flash_attention_2"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: model ")
+    assert not (Path(raw["output"]) / "run.json").exists()
+
+
+def test_switches_are_written_into_the_resolved_config(tiny_config) -> None:
+    from finetunekit.config import to_yaml
+
+    tiny_config.train.attention, tiny_config.train.compile = "eager", True
+    written = yaml.safe_load(to_yaml(tiny_config))["train"]
+    assert written["attention"] == "eager" and written["compile"] is True
+    assert "strategy" in yaml.safe_load(to_yaml(tiny_config))["distributed"]
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tiny_config, tmp_path: Path) -> None:
+    """torch.compile (inductor, on CPU here) trains the same weights, within float noise, and
+    checkpoints keep plain parameter names."""
+    weights = {}
+    for compiled in (False, True):
+        tiny_config.train.compile = compiled
+        tiny_config.train.max_steps = 4
+        tiny_config.train.checkpoint_every = 2
+        tiny_config.output = str(tmp_path / f"run-{compiled}")
+        run = run_mod.train(tiny_config, progress=False)
+        assert run.status["status"] == "complete"
+        weights[compiled] = load_file(str(run.model_dir / "model.safetensors"))
+        step = sorted((run.dir / "checkpoints").glob("step-*"))[-1]
+        keys = load_file(str(step / "model.safetensors")).keys()
+        assert not any("_orig_mod" in k for k in keys)
+    diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
+    assert diff < 1e-4, diff
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast and SDPA kernels: GPU")
+def test_bf16_sdpa_on_gpu(tiny_config, tmp_path: Path) -> None:
+    tiny_config.train.precision, tiny_config.train.attention = "bf16", "sdpa"
+    tiny_config.train.max_steps = 4
+    tiny_config.output = str(tmp_path / "gpu")
+    run = run_mod.train(tiny_config, progress=False)
+    losses = [m["loss"] for m in run.metrics() if "loss" in m]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert json.loads((run.dir / "run.json").read_text())["peak_memory_mb"] > 0
