@@ -101,14 +101,15 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from finetunekit.training.loop import train_loop
     from finetunekit.training.metrics_log import MetricsLog
 
-    lora, gc = "lora" in name, name.endswith("_gc")
+    lora, gc = "lora" in name, name.endswith("_gc")  # _gc: checkpointing forced on
     cfg = config_mod.validate({
         "task": "chat", "model": str(folder / "model"),
         "data": {"train": str(folder / "train.jsonl"), "validation": None},
         "peft": {"method": "lora" if lora else "none", "r": 16, "alpha": 32,
                  "target": "all-linear"},
         "train": {"max_steps": args.steps, "batch_size": args.rows, "max_length": args.max_length,
-                  "lr": 2e-4 if lora else 5e-5, "gradient_checkpointing": gc,
+                  "lr": 2e-4 if lora else 5e-5,
+                  **({"gradient_checkpointing": True} if gc else {}),  # else our default
                   "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0},
         "output": str(folder / name),
     })
@@ -129,7 +130,8 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
                trainable_only=lora, progress=False)
     losses = [json.loads(x) for x in (out / "m.jsonl").read_text().splitlines()]
     n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    return _figures(times, tokens, losses[-1]["loss"], gc, args, lora, n_params, model.config)
+    used_gc = bool(cfg.train.gradient_checkpointing)
+    return _figures(times, tokens, losses[-1]["loss"], used_gc, args, lora, n_params, model.config)
 
 
 def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:

@@ -313,6 +313,8 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
 
     data = training_data(cfg, task, splits["train"])
     lengths = [task.example_length(e) for e in data.examples]
+    # the probe first: its peak must not include what the measurements below leave behind
+    measured = probe(model, data, task.loss, cfg, device, lengths, probe_steps)
     row, tokens = _longest_row(data, lengths)
     one_row = micro_batch(data, row, device)
     per_row = activation_bytes_per_row(model, task.loss, one_row, tokens)
@@ -328,7 +330,6 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
 
     micro_per_epoch = len(data.sampler)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.train.grad_accum))
-    measured = probe(model, data, task.loss, cfg, device, lengths, probe_steps)
     if measured is not None and not on_gpu() and world == 1:
         parts.other = max(0.0, measured.peak_mb - parts.train_peak)
     result = Plan(
