@@ -50,10 +50,14 @@ def last_step(output: Path) -> int:
     return max(steps, default=0)
 
 
-def kill_at(proc: subprocess.Popen, output: Path, step: int, sig: int) -> bool:
-    """Send `sig` once training passed `step`; False if the run finished first."""
+def kill_at(proc: subprocess.Popen, output: Path, step: int, sig: int, floor: int = 0) -> bool:
+    """Send `sig` once training passed `step`; False if the run finished first.
+
+    `floor` is the last step logged when `proc` started: a resumed process has only reached its
+    training loop (and its signal handler) once it logs a step beyond what the killed one left.
+    """
     while proc.poll() is None:
-        if last_step(output) >= step:
+        if last_step(output) >= max(step, floor + 1):
             proc.send_signal(sig)
             proc.wait(timeout=120)
             return True
@@ -74,12 +78,13 @@ def max_diff(a: Path, b: Path) -> float:
 
 
 def interrupted_run(config: Path, output: Path, kills: list[tuple[int, int]]) -> None:
-    proc = launch(config, resume=False)
+    proc, floor = launch(config, resume=False), 0
     for step, sig in kills:
-        if kill_at(proc, output, step, sig):
+        if kill_at(proc, output, step, sig, floor):
             if sig == signal.SIGTERM:
                 assert proc.returncode == 130, proc.stderr.read()
                 assert "continue with --resume" in proc.stderr.read()
+            floor = last_step(output)
             proc = launch(config, resume=True)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
