@@ -114,10 +114,14 @@ def test_generic_details_render_by_shape(tmp_path: Path) -> None:
         "ranking": {"hr@10": 0.4, "ndcg@10": 0.25},
         "wer_by_length": [0.1, 0.2, 0.3],
         "note": "greedy decoding",
+        "extra_eval": {"file": "real/clips.jsonl", "examples": 12, "predictions": per_example[:12]},
     }))
     page = write_report(run).read_text(encoding="utf-8")
     assert "could not be rendered" not in page
     assert "plots/per_example_wer_after.png" in images(page)
+    # records nested in a mapping get their own table and histogram, not a JSON dump
+    assert "plots/extra_eval_predictions_wer_after.png" in images(page)
+    assert "real/clips.jsonl" in page and "&quot;reference&quot;" not in page
     assert "plots/wer_by_length_after.png" in images(page)
     assert "ndcg@10" in page and "greedy decoding" in page
     assert "5 more rows not shown" in page

@@ -142,6 +142,9 @@ def test_tiny_run_writes_metrics_transcripts_and_a_pipeline_ready_model(
         assert all(v >= 0 for v in metrics.values())
     details = json.loads((run.dir / "eval" / "after_details.json").read_text())
     assert details["extra_eval"]["examples"] == 10
+    per_example = details["per_example"]  # WER of each test clip, worst first, for the report
+    assert len(per_example) == 3 and {"where", "wer", "target", "prediction"} <= set(per_example[0])
+    assert [r["wer"] for r in per_example] == sorted((r["wer"] for r in per_example), reverse=True)
     preds = [json.loads(x)
              for x in (run.dir / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 3 and {"before", "after", "target", "input", "wer"} <= set(preds[0])

@@ -241,10 +241,13 @@ class Report:
                     for side, v in (("before", before), ("after", after)) if _is_numbers(v)]
             return title + f'<div class="pair">{"".join(imgs)}</div>'
         if isinstance(after, dict) or isinstance(before, dict):
+            # loose values in one table; records, lists and mappings inside get their own view
             b, a = before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}
             names = list(a) + [k for k in b if k not in a]
-            rows = [[e(n), e(_clip(b.get(n))), e(_clip(a.get(n)))] for n in names]
-            return title + _table(["", "before", "after"], rows, "num")
+            plain = [n for n in names if _is_scalar(b.get(n)) and _is_scalar(a.get(n))]
+            rows = [[e(n), e(_clip(b.get(n))), e(_clip(a.get(n)))] for n in plain]
+            inner = [self._detail(f"{key} {n}", b.get(n), a.get(n)) for n in names if n not in plain]
+            return title + (_table(["", "before", "after"], rows, "num") if rows else "") + "".join(inner)
         return title + _table(["before", "after"], [[e(_clip(before)), e(_clip(after))]])
 
     def _records(self, key: str, before: Any, after: Any) -> str:

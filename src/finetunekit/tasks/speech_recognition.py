@@ -252,13 +252,14 @@ class SpeechRecognition(Task):
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
         """WER / CER on `rows`; with `audio.extra_eval`, also `real_wer` / `real_cer` there."""
         metrics, predictions = self._score(model, rows)
-        details: dict[str, Any] = {"normalization": NORMALIZATION, "examples": len(rows)}
+        details: dict[str, Any] = {"normalization": NORMALIZATION, "examples": len(rows),
+                                   "per_example": _worst_first(predictions)}
         if self.cfg.audio.extra_eval and self.extra_eval:
             extra_metrics, extra_predictions = self._score(model, self._extra())
             metrics.update({f"real_{k}": v for k, v in extra_metrics.items()})
             details["extra_eval"] = {"file": self.cfg.audio.extra_eval,
                                      "examples": len(extra_predictions),
-                                     "predictions": extra_predictions}
+                                     "predictions": _worst_first(extra_predictions)}
         return EvalResult(metrics, details, predictions)
 
     # --- output ---------------------------------------------------------------------------
@@ -276,3 +277,9 @@ class SpeechRecognition(Task):
         return [{"input": p, "text": t} for p, t in zip(inputs, self.transcribe(model, inputs),
                                                        strict=True)]
 
+
+def _worst_first(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-example WER rows, worst first: the report shows the head as a table, all as a histogram."""
+    rows = [{"where": p["where"], "wer": p["wer"], "target": p["target"],
+             "prediction": p["prediction"]} for p in predictions]
+    return sorted(rows, key=lambda r: -r["wer"])
