@@ -7,7 +7,7 @@ of steps and threads. Each runs in its own child process; the parent measures th
 RSS with `os.wait4` (the kernel's figure, not the child's own report) and reads the child's
 training wall time from a JSON file. Model loading and data reading are outside the timed part.
 
-    python bench/image_classification.py            # 20 steps of 32 images at 96 px
+    python bench/image_classification.py            # 200 steps of 32 images at 96 px (~2 min)
     python bench/image_classification.py --quick    # 4 steps of 8 images at 64 px (a smoke test)
 
 Writes bench/results/image_classification.json (or --out).
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 steps of 8 images at 64 px")
     parser.add_argument("--model", default="builtin:mobilenet-v2")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
