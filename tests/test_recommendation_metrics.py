@@ -39,3 +39,15 @@ def test_prefix_names():
     metrics, _, _ = score_and_rank(torch.tensor([[1.0, 0.0]]), [0], [[]], k=1, prefix="cold_")
     assert set(metrics) == {"cold_hr@1", "cold_ndcg@1", "cold_mrr", "cold_coverage@1"}
     assert metrics["cold_ndcg@1"] == 1.0
+
+
+def test_paired_gain_hand_computed():
+    from finetunekit.evaluate.ranking import paired_gain
+
+    # gains: model 1, 1/2, 0, 1/log2(3); baseline 1/log2(6), 0, 0, 1/log2(3)
+    gain = paired_gain([1, 3, 20, 2], [5, 30, 20, 2], k=10)
+    expected = (1 - 1 / math.log2(6) + 0.5) / 4
+    assert gain["ndcg@10_gain"] == pytest.approx(expected)
+    assert gain["ci95_low"] <= expected <= gain["ci95_high"] and gain["users"] == 4
+    same = paired_gain([1, 2, 50], [1, 2, 50], k=10)
+    assert same["ndcg@10_gain"] == same["ci95_low"] == same["ci95_high"] == 0.0

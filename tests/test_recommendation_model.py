@@ -126,3 +126,47 @@ def test_full_run_writes_before_after_and_predicts(tiny_model: Path, tmp_path: P
     result = evaluate_run(run.dir, str(BAD / "good.csv"))
     assert result.metrics["ndcg@3"] == pytest.approx(run.after["ndcg@3"])
     shutil.rmtree(run.dir / "checkpoints")
+
+
+def test_popularity_prior_weight_auto_fixed_and_saved(tiny_model: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    """The prior re-ranks by popularity when text says nothing; "auto" fits it on validation
+    rows (the smallest weight that ranks best); a saved model keeps its weight and counts."""
+    task, splits, model = loaded(make_cfg(tiny_model))
+    rows = splits["test"]
+    n = len(task.catalogue)
+    monkeypatch.setattr(task, "item_embeddings", lambda m: torch.ones(n, 4) / 2)  # all tied
+    targets = [task.catalogue.index[r["item"]] for r in rows]
+    task.popularity = torch.zeros(n)
+    task.popularity[targets] = 50.0  # the held-out items are the most popular ones
+
+    task.validation_rows = []
+    assert task.prior_weight(task.item_embeddings(model)) == 0.0  # auto without validation
+    text = task.evaluate(model, rows, text_only=True)
+    task.validation_rows = rows
+    assert task.prior_weight(task.item_embeddings(model)) == 0.005  # smallest that ranks best
+    tuned = task.evaluate(model, rows)
+    assert tuned.details["popularity_weight"] == 0.005
+    assert tuned.metrics["ndcg@3"] == pytest.approx(tuned.metrics["popularity_ndcg@3"])
+    assert tuned.metrics["ndcg@3"] > text.metrics["ndcg@3"]
+    assert tuned.details["text_only"]["ndcg@3"] == pytest.approx(text.metrics["ndcg@3"])
+    gain = tuned.details["gain_over_popularity"]
+    assert gain["ndcg@3_gain"] == pytest.approx(0.0) and gain["users"] == len(rows)
+
+    fixed = get_task(make_cfg(tiny_model, popularity_weight=0.2))
+    fixed.popularity = task.popularity
+    assert fixed.prior_weight(torch.ones(n, 4)) == 0.2
+
+    monkeypatch.undo()
+    task.save(model, tmp_path / "model")
+    settings = json.loads((tmp_path / "model" / "recommender.json").read_text())
+    assert settings["popularity_weight"] == task.prior_weight(task.item_embeddings(model))
+    fresh = get_task(make_cfg(tiny_model))
+    fresh.load_tuned(tmp_path / "model")
+    assert fresh.saved_weight == settings["popularity_weight"]
+    assert torch.equal(fresh.popularity, task.popularity)
+
+
+def test_negative_popularity_weight_is_refused(tiny_model: Path):
+    with pytest.raises(Exception, match="popularity_weight"):
+        make_cfg(tiny_model, popularity_weight=-0.1)

@@ -140,6 +140,16 @@ class RecommendationConfig(Section):
     k: int = Field(default=10, gt=0)
     item_columns: list[str] | None = None  # item-table columns forming the text; None: all but id
     train_pairs_per_user: int | None = Field(default=None, gt=0)  # None: every positive is a target
+    # score = cosine(user, item) + weight * log(1 + training interactions of the item);
+    # "auto" picks the weight that ranks the validation split best (0 without validation)
+    popularity_weight: float | Literal["auto"] = "auto"
+
+    @field_validator("popularity_weight")
+    @classmethod
+    def _non_negative(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("must be 'auto' or a number >= 0")
+        return value
 
 
 class DistributedConfig(Section):
