@@ -170,3 +170,16 @@ def test_popularity_prior_weight_auto_fixed_and_saved(tiny_model: Path, tmp_path
 def test_negative_popularity_weight_is_refused(tiny_model: Path):
     with pytest.raises(Exception, match="popularity_weight"):
         make_cfg(tiny_model, popularity_weight=-0.1)
+
+
+def test_user_vector_weights_recent_items_more(tiny_model: Path):
+    task = get_task(make_cfg(tiny_model, recency_decay=0.5, history_length=3))
+    task.catalogue = type("C", (), {"index": {"a": 0, "b": 1, "c": 2, "d": 3}})()
+    items = torch.eye(4)
+    user = task.user_vectors(items, [["d", "a", "b", "c"]])[0]  # "d" is beyond history_length
+    expected = torch.tensor([0.25, 0.5, 1.0, 0.0])
+    assert torch.allclose(user, expected / expected.norm())
+    plain = get_task(make_cfg(tiny_model, recency_decay=1.0, history_length=3))
+    plain.catalogue = task.catalogue
+    assert torch.allclose(plain.user_vectors(items, [["a", "b", "c"]])[0],
+                          torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)

@@ -133,6 +133,7 @@ class RecommendationConfig(Section):
     rating_threshold: float | None = 4.0
     min_history: int = Field(default=3, ge=1)
     history_length: int = Field(default=10, ge=1)
+    recency_decay: float = Field(default=1.0, gt=0, le=1)  # weight of the item j places back: decay**j
     temperature: float = Field(default=0.05, gt=0)
     sampled_negatives: int = Field(default=64, ge=0)
     hard_negatives: bool = False

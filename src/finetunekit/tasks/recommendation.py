@@ -1,8 +1,10 @@
 """Recommendation: one pre-trained text encoder embeds items and users in one space.
 
 Items are embedded from their text (e.g. "Heat. year: 1995. genres: Action, Crime, Thriller"):
-mean-pooled last hidden states, L2-normalized. A user is the normalized mean of the embeddings of
-their last `history_length` positive items: the two towers share the encoder, so
+mean-pooled last hidden states, L2-normalized. A user is the normalized mean of the embeddings
+of their last `history_length` positive items (with `recency_decay` < 1 the item j places back
+weighs `recency_decay ** j`; on MovieLens 0.8 measured no better than the plain mean, 1.0, within
+the noise of 666 test users); the towers share the encoder, so
 
 - zero-shot ("before") is plain item-to-item text similarity, which is what a sentence encoder
   was pre-trained for, with no head or user table to initialize;
@@ -234,15 +236,19 @@ class Recommendation(Task):
         return out
 
     def user_vectors(self, items: torch.Tensor, histories: list[list[str]]) -> torch.Tensor:
-        """Each user: the normalized mean of their last `history_length` positive items."""
+        """Each user: the normalized, recency-weighted mean of their last positive items."""
         assert self.catalogue is not None
         index = self.catalogue.index
         users = torch.zeros(len(histories), items.shape[1])
         for row, history in enumerate(histories):
             recent = [index[i] for i in history[-self.rec.history_length :] if i in index]
             if recent:
-                users[row] = items[recent].mean(0)
+                users[row] = (items[recent] * self._recency(len(recent))[:, None]).sum(0)
         return F.normalize(users, dim=-1)
+
+    def _recency(self, length: int) -> torch.Tensor:
+        """Weights of a history of `length` items, oldest first: decay**(places back)."""
+        return self.rec.recency_decay ** torch.arange(length - 1, -1, -1, dtype=torch.float32)
 
     # --- training -------------------------------------------------------------------------
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:
@@ -313,16 +319,16 @@ class Recommendation(Task):
                              else (ids[:0], mask[:0]))
         width = max(len(e["history"]) for e in examples)
         hist = torch.zeros(len(examples), width, dtype=torch.long)
-        hist_mask = torch.zeros(len(examples), width)
+        hist_weights = torch.zeros(len(examples), width)  # recency weights, 0 = padding
         for row, e in enumerate(examples):
             hist[row, : len(e["history"])] = torch.tensor([local[i] for i in e["history"]])
-            hist_mask[row, : len(e["history"])] = 1.0
+            hist_weights[row, : len(e["history"])] = self._recency(len(e["history"]))
         blocked = torch.tensor([[c in e["positives"] and col != row
                                  for col, c in enumerate(candidates)]
                                 for row, e in enumerate(examples)])
         return {
             "input_ids": ids, "attention_mask": mask, "context_ids": ctx_ids,
-            "context_mask": ctx_mask, "history": hist, "history_mask": hist_mask,
+            "context_mask": ctx_mask, "history": hist, "history_weights": hist_weights,
             "candidates": torch.tensor([local[c] for c in candidates]), "blocked": blocked,
             "num_items": len(examples), "num_tokens": int(mask.sum() + ctx_mask.sum()),
             "_where": wheres,
@@ -338,7 +344,7 @@ class Recommendation(Task):
             with torch.no_grad():
                 context = self._embed(model, batch["context_ids"], batch["context_mask"])
             emb = torch.cat([emb, context])
-        weights = batch["history_mask"].unsqueeze(-1)
+        weights = batch["history_weights"].unsqueeze(-1)
         users = F.normalize((emb[batch["history"]] * weights).sum(1), dim=-1)
         logits = users @ emb[batch["candidates"]].T / self.rec.temperature
         logits = logits.masked_fill(batch["blocked"], float("-inf"))
@@ -451,7 +457,9 @@ class Recommendation(Task):
                                          encoding="utf-8")
         (folder / SETTINGS_FILE).write_text(json.dumps({
             "item_embedding": "mean-pooled last hidden state, L2-normalized",
-            "user_embedding": "normalized mean of the last history_length positive items",
+            "user_embedding": "normalized mean of the last history_length positive items, "
+                              "the item j places back weighted recency_decay ** j",
+            "recency_decay": self.rec.recency_decay,
             "score": "cosine(user, item) + popularity_weight * log(1 + popularity[item])",
             "popularity_weight": weight,
             "history_length": self.rec.history_length, "max_length": self.cfg.train.max_length,
