@@ -142,3 +142,14 @@ def test_gradient_checkpointing_lowers_predicted_activations(tiny_config) -> Non
     tiny_config.train.gradient_checkpointing = True
     checkpointed = plan(tiny_config, probe_steps=0)
     assert 0 < checkpointed.activations_per_row_mb < plain.activations_per_row_mb
+
+
+def test_cpu_kernel_cache_is_off_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetunekit.memory import KERNEL_CACHE_VARIABLE, bound_cpu_kernel_cache
+
+    monkeypatch.delenv(KERNEL_CACHE_VARIABLE, raising=False)
+    bound_cpu_kernel_cache()
+    assert os.environ[KERNEL_CACHE_VARIABLE] == "0"
+    monkeypatch.setenv(KERNEL_CACHE_VARIABLE, "256")  # a user's own value wins
+    bound_cpu_kernel_cache()
+    assert os.environ[KERNEL_CACHE_VARIABLE] == "256"
