@@ -184,15 +184,3 @@ def test_user_vector_weights_recent_items_more(tiny_model: Path):
     assert torch.allclose(plain.user_vectors(items, [["a", "b", "c"]])[0],
                           torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)
 
-
-def test_training_logits_carry_the_prior(tiny_model: Path):
-    """Train as it scores: each candidate's logit includes weight * log(1 + popularity)."""
-    task, splits, model = loaded(make_cfg(tiny_model, popularity_weight=0.2))
-    examples = task.encode(splits["train"], training=True)
-    assert task.train_prior_weight == 0.2
-    batch = task.collate(examples)
-    targets = torch.tensor([e["target"] for e in examples])
-    expected = 0.2 * torch.log1p(task.popularity[targets])
-    assert torch.allclose(batch["candidate_prior"][: len(examples)], expected)
-    assert float(expected.max()) > 0  # the targets were seen in training: a real prior
-    assert torch.isfinite(task.loss(model, batch))

@@ -23,7 +23,9 @@ Scores add a popularity prior: `popularity_weight * log(1 + training interaction
 Text similarity alone cannot tell a classic from an obscure film with a similar description, and
 on MovieLens popularity alone beats it; the prior carries that signal so the encoder can learn
 what popularity does not explain. With `popularity_weight: auto` the weight is the one (from a
-fixed grid) that ranks the validation split best for the current weights; the zero-shot
+fixed grid) that ranks the validation split best for the current weights. The prior is left out
+of training: with it inside the training logits the encoder learned less (MovieLens NDCG@10 0.033
+against 0.041 without). The zero-shot
 "before" is text similarity alone, and every evaluation also reports its text-only metrics.
 
 The saved model folder is a plain transformers encoder plus the item index (`item_index.safetensors`
@@ -87,7 +89,6 @@ class Recommendation(Task):
         self._cache: tuple[tuple, torch.Tensor] | None = None
         self.validation_rows: list[dict[str, Any]] = []  # where an "auto" prior weight is fitted
         self.saved_weight: float | None = None  # the weight a saved model was written with
-        self.train_prior_weight = 0.0  # the prior inside training logits (set by encode)
 
     # --- data -----------------------------------------------------------------------------
     def _rules(self) -> InteractionRules:
@@ -272,9 +273,6 @@ class Recommendation(Task):
                             "the held-out ones)")
         if self.rec.hard_negatives:
             self._mine_hard_negatives(examples)
-        # train as it will score: the base model's prior weight is part of every training logit,
-        # so the encoder learns what popularity does not already explain
-        self.train_prior_weight = self.prior_weight(self.item_embeddings(self.model))
         return examples
 
     @torch.no_grad()
@@ -334,7 +332,6 @@ class Recommendation(Task):
             "input_ids": ids, "attention_mask": mask, "context_ids": ctx_ids,
             "context_mask": ctx_mask, "history": hist, "history_weights": hist_weights,
             "candidates": torch.tensor([local[c] for c in candidates]), "blocked": blocked,
-            "candidate_prior": self.train_prior_weight * self._prior()[candidates],
             "num_items": len(examples), "num_tokens": int(mask.sum() + ctx_mask.sum()),
             "_where": wheres,
         }
@@ -351,8 +348,7 @@ class Recommendation(Task):
             emb = torch.cat([emb, context])
         weights = batch["history_weights"].unsqueeze(-1)
         users = F.normalize((emb[batch["history"]] * weights).sum(1), dim=-1)
-        scores = users @ emb[batch["candidates"]].T + batch["candidate_prior"].to(users.device)
-        logits = scores / self.rec.temperature
+        logits = users @ emb[batch["candidates"]].T / self.rec.temperature
         logits = logits.masked_fill(batch["blocked"], float("-inf"))
         labels = torch.arange(len(users), device=logits.device)
         return F.cross_entropy(logits, labels, reduction="sum")

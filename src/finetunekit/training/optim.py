@@ -22,8 +22,18 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = torch.cuda.is_available() and all(p.is_cuda for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                             fused=_can_fuse(decay + no_decay) or None)
+
+
+def _can_fuse(params: list[torch.nn.Parameter]) -> bool:
+    """Fused AdamW (one kernel per tensor, CPU and CUDA) when every tensor allows it.
+
+    Faster, and on CPU it saves the `foreach` path's temporary copies of every parameter-sized
+    tensor at each step (about twice the trainable weights at the step's peak)."""
+    devices = {p.device.type for p in params}
+    return (len(devices) == 1 and devices <= {"cpu", "cuda"}
+            and all(p.is_floating_point() for p in params))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
