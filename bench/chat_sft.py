@@ -96,6 +96,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from accelerate import Accelerator
 
     from finetunekit import config as config_mod
+    from finetunekit.memory import bound_cpu_memory
     from finetunekit.run import prepare_for_training, training_data
     from finetunekit.tasks.chat import ChatSFT
     from finetunekit.training.loop import train_loop
@@ -114,6 +115,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
+    bound_cpu_memory()  # as `train` does for token-sequence tasks
     rows = task.read(folder / "train.jsonl", "train.jsonl").rows
     model = prepare_for_training(task.load(str(folder / "model"), rows), cfg, task)
     data = training_data(cfg, task, rows)  # length-grouped batches, as `train` makes them

@@ -145,11 +145,11 @@ def test_gradient_checkpointing_lowers_predicted_activations(tiny_config) -> Non
 
 
 def test_cpu_kernel_cache_is_off_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetunekit.memory import KERNEL_CACHE_VARIABLE, bound_cpu_kernel_cache
+    from finetunekit.memory import KERNEL_CACHE_VARIABLE, bound_cpu_memory
 
     monkeypatch.delenv(KERNEL_CACHE_VARIABLE, raising=False)
-    bound_cpu_kernel_cache()
+    bound_cpu_memory()
     assert os.environ[KERNEL_CACHE_VARIABLE] == "0"
     monkeypatch.setenv(KERNEL_CACHE_VARIABLE, "256")  # a user's own value wins
-    bound_cpu_kernel_cache()
+    bound_cpu_memory()
     assert os.environ[KERNEL_CACHE_VARIABLE] == "256"

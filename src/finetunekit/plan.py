@@ -40,7 +40,7 @@ import torch
 
 from . import config as config_mod
 from .config import Config
-from .memory import MB, bound_cpu_kernel_cache, current_mb, device_capacity_mb, on_gpu
+from .memory import MB, bound_cpu_memory, current_mb, device_capacity_mb, on_gpu
 from .training.activation_checkpointing import is_checkpointing, set_activation_checkpointing
 from .training.loop import micro_batch
 
@@ -293,11 +293,12 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
     from .tasks import get_task
 
     cfg = config if isinstance(config, Config) else config_mod.load(config, overrides)
-    bound_cpu_kernel_cache()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = torch.device("cuda" if on_gpu() else "cpu")
     task = get_task(cfg)
+    if task.varied_shapes:
+        bound_cpu_memory()
     splits, _ = read_splits(cfg, task)
 
     set_seed(cfg.train.seed)

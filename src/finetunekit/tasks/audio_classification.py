@@ -32,6 +32,7 @@ from .classification import ClassificationTask, label_text
 
 class AudioClassification(ClassificationTask):
     name = "audio-classification"
+    varied_shapes = False
     peft_task_type = "SEQ_CLS"
     fields = ("audio", "label")
     input_field = "audio"

@@ -34,6 +34,10 @@ class Task(ABC):
     metric_mode: ClassVar[str]  # "max" or "min"
     peft_task_type: ClassVar[str | None] = None
     fields: ClassVar[tuple[str, ...]] = ()
+    # batches change shape from step to step (token sequences): on CPU, memory.bound_cpu_memory
+    # keeps kernel caches and the heap from creeping; fixed-shape inputs (images, 30 s audio
+    # windows) keep the caches, which there are reused every step
+    varied_shapes: ClassVar[bool] = True
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

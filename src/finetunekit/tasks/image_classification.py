@@ -85,6 +85,7 @@ def random_resized_crop(image: torch.Tensor, side: int, min_scale: float, gen: t
 
 class ImageClassification(ClassificationTask):
     name = "image-classification"
+    varied_shapes = False
     fields = ("image", "label")
     input_field = "image"
     probe_c = 0.1  # 1,280 features from a few hundred images per class: regularize harder
