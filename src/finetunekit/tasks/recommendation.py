@@ -25,8 +25,8 @@ on MovieLens popularity alone beats it; the prior carries that signal so the enc
 what popularity does not explain. With `popularity_weight: auto` the weight is the one (from a
 fixed grid) that ranks the validation split best for the current weights. The prior is left out
 of training: with it inside the training logits the encoder learned less (MovieLens NDCG@10 0.033
-against 0.041 without). The zero-shot
-"before" is text similarity alone, and every evaluation also reports its text-only metrics.
+against 0.041 without). The zero-shot "before" is text similarity alone, and every evaluation
+also reports its text-only metrics.
 
 The saved model folder is a plain transformers encoder plus the item index (`item_index.safetensors`
 embeddings, `items.json` ids / texts / titles), each user's history (`users.json`) and

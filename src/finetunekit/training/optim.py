@@ -29,8 +29,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 def _can_fuse(params: list[torch.nn.Parameter]) -> bool:
     """Fused AdamW (one kernel per tensor, CPU and CUDA) when every tensor allows it.
 
-    Faster, and on CPU it saves the `foreach` path's temporary copies of every parameter-sized
-    tensor at each step (about twice the trainable weights at the step's peak)."""
+    It is also what the HF Trainer uses by default. On CPU it skips the `foreach` path's
+    parameter-sized temporaries (a small saving in the text bench's peak, within its noise)."""
     devices = {p.device.type for p in params}
     return (len(devices) == 1 and devices <= {"cpu", "cuda"}
             and all(p.is_floating_point() for p in params))
