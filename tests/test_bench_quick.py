@@ -20,6 +20,7 @@ def test_text_classification_bench_quick(tmp_path: Path) -> None:
                     "--out", str(out)], check=True, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
     for name in ("finetunekit", "hf_trainer"):
-        assert set(result[name]) == {"examples_per_s", "wall_s", "peak_rss_mb", "accuracy"}
+        assert {"examples_per_s", "wall_s", "peak_rss_mb", "accuracy"} <= set(result[name])
+        assert [run["seed"] for run in result[name]["runs"]] == [42]
         assert result[name]["examples_per_s"] > 0 and result[name]["peak_rss_mb"] > 100
     assert result["ratios"]["examples_per_s"] > 0
