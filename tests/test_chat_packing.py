@@ -147,3 +147,23 @@ def test_chunked_loss_through_peft(task_and_model):
             assert (task.loss(lora, batch) - before).abs() > 1e-3
     finally:
         lora.unload()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("frozen_head", [False, True])
+def test_fused_linear_cross_entropy_matches_autograd(bias: bool, frozen_head: bool):
+    """The head's gradients made in the forward pass equal autograd's through plain CE."""
+    from finetunekit.training.losses import LinearCrossEntropy
+
+    torch.manual_seed(1)
+    head = torch.nn.Linear(16, 50, bias=bias).requires_grad_(not frozen_head)
+    hidden = torch.randn(23, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (23,))
+    params = [hidden] + ([] if frozen_head else list(head.parameters()))
+    ref = F.cross_entropy(head(hidden), targets, reduction="sum")
+    g_ref = torch.autograd.grad(ref * 0.5, params)
+    got = LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, 5)
+    g_got = torch.autograd.grad(got * 0.5, params)
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(g_ref, g_got, strict=True):
+        torch.testing.assert_close(a, b)
