@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings, for the test")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
                         help="comma-separated seeds, one run per side each (default: %(default)s)")
+    parser.add_argument("--sides", default="finetunekit,hf_trainer",
+                        help="which sides to run; a subset replaces only those in an existing "
+                             "--out file (the Trainer's runs do not change with our code)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_classification.json")
     parser.add_argument("--worker", choices=["finetunekit", "hf_trainer"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -145,7 +148,11 @@ def main() -> None:
     results: dict = {"settings": {**settings, "seed": seeds}, "model": "builtin:minilm",
                      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
     env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
-    runs: dict[str, list[dict]] = {"finetunekit": [], "hf_trainer": []}
+    sides = args.sides.split(",")
+    if set(sides) != {"finetunekit", "hf_trainer"}:
+        kept = json.loads(args.out.read_text())  # the other side's runs, from an earlier invocation
+        results.update({n: kept[n] for n in ("finetunekit", "hf_trainer") if n not in sides})
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:  # the sides alternate, so a slow spell of the machine hits both
             for name, side in runs.items():
@@ -161,6 +168,7 @@ def main() -> None:
         if len(side) > 1:
             results[name]["accuracy_stdev"] = statistics.stdev(r["accuracy"] for r in side)
         results[name]["runs"] = side
+        results[name]["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     fk, hf = results["finetunekit"], results["hf_trainer"]
     results["ratios"] = {
         "examples_per_s": fk["examples_per_s"] / hf["examples_per_s"],
