@@ -184,3 +184,23 @@ def test_user_vector_weights_recent_items_more(tiny_model: Path):
     assert torch.allclose(plain.user_vectors(items, [["a", "b", "c"]])[0],
                           torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)
 
+
+
+def test_logq_correction_subtracts_log_expected_sampling_count(tiny_model: Path):
+    """Each candidate's logit loses log(B * popularity share + sampled / catalogue size)."""
+    task, splits, model = loaded(make_cfg(tiny_model, logq_correction=True))
+    examples = task.encode(splits["train"], training=True)
+    assert task.popularity is not None and task.catalogue is not None
+    task.popularity = torch.arange(1.0, len(task.catalogue) + 1)  # unequal, so it changes ranks
+    batch = task.collate(examples)
+    share = task.popularity / task.popularity.sum()
+    n = len(task.catalogue)
+    candidates = [e["target"] for e in examples]  # the in-batch part comes first
+    expected = [math.log(len(examples) * float(share[c]) + 4 / n) for c in candidates]
+    assert batch["candidate_logq"][: len(candidates)].tolist() == pytest.approx(expected)
+    with torch.no_grad():
+        corrected = task.loss(model, batch)
+        plain = task.loss(model, {k: v for k, v in batch.items() if k != "candidate_logq"})
+    assert not torch.isclose(corrected, plain)
+    task_off, splits_off, _ = loaded(make_cfg(tiny_model, logq_correction=False))
+    assert "candidate_logq" not in task_off.collate(task_off.encode(splits_off["train"], True))

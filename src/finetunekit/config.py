@@ -137,6 +137,7 @@ class RecommendationConfig(Section):
     temperature: float = Field(default=0.05, gt=0)
     sampled_negatives: int = Field(default=64, ge=0)
     hard_negatives: bool = False
+    logq_correction: bool = True  # subtract log(sampling frequency) from training logits
     split: Literal["leave-last-out", "time"] = "leave-last-out"
     k: int = Field(default=10, gt=0)
     item_columns: list[str] | None = None  # item-table columns forming the text; None: all but id

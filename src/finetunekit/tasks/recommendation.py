@@ -16,7 +16,12 @@ Fine-tuning is InfoNCE / sampled softmax with `temperature`: each user's next po
 other targets of the batch (in-batch negatives), `sampled_negatives` items drawn uniformly from the
 catalogue (which the full-catalogue ranking also scores) and, with `hard_negatives`, one of the 50
 items the base model found most similar to the user's history that the user never liked. Known
-positives of the user are masked out of the negatives. Gradients flow through the candidate items;
+positives of the user are masked out of the negatives. In-batch negatives are other users' targets,
+drawn in proportion to popularity, so with `logq_correction` (the default) every candidate's logit
+loses the log of its expected count among the batch's candidates (the sampled-softmax correction
+of Yi et al., 2019): without it the encoder learns preference divided by popularity. On MovieLens
+it took the tuned model's text-only NDCG@10 from 0.013 to 0.024, and with the prior from 0.041 to
+0.043. Gradients flow through the candidate items;
 history items are encoded by the same weights under a stop-gradient, which halves a CPU step.
 
 Scores add a popularity prior: `popularity_weight * log(1 + training interactions of the item)`.
@@ -325,6 +330,7 @@ class Recommendation(Task):
         for row, e in enumerate(examples):
             hist[row, : len(e["history"])] = torch.tensor([local[i] for i in e["history"]])
             hist_weights[row, : len(e["history"])] = self._recency(len(e["history"]))
+        logq = self._sampling_logq(candidates, len(examples)) if self.rec.logq_correction else None
         blocked = torch.tensor([[c in e["positives"] and col != row
                                  for col, c in enumerate(candidates)]
                                 for row, e in enumerate(examples)])
@@ -333,8 +339,20 @@ class Recommendation(Task):
             "context_mask": ctx_mask, "history": hist, "history_weights": hist_weights,
             "candidates": torch.tensor([local[c] for c in candidates]), "blocked": blocked,
             "num_items": len(examples), "num_tokens": int(mask.sum() + ctx_mask.sum()),
-            "_where": wheres,
+            "_where": wheres, **({"candidate_logq": logq} if logq is not None else {}),
         }
+
+    def _sampling_logq(self, candidates: list[int], batch: int) -> torch.Tensor:
+        """log of each candidate's expected count among a batch's candidates.
+
+        In-batch negatives are other users' targets, so a popular item is a negative far more
+        often than an obscure one, and a softmax over them learns preference divided by
+        popularity. Subtracting log Q (the sampled-softmax correction of Yi et al. 2019, mixed
+        with the uniform draws) makes the logits estimate the preference itself."""
+        assert self.popularity is not None and self.catalogue is not None
+        share = self.popularity.float() / self.popularity.sum().clamp(min=1.0)
+        expected = batch * share + self.rec.sampled_negatives / len(self.catalogue)
+        return expected[candidates].clamp(min=1e-12).log()
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Summed InfoNCE: the user's target (column i) against every other candidate.
@@ -349,6 +367,8 @@ class Recommendation(Task):
         weights = batch["history_weights"].unsqueeze(-1)
         users = F.normalize((emb[batch["history"]] * weights).sum(1), dim=-1)
         logits = users @ emb[batch["candidates"]].T / self.rec.temperature
+        if "candidate_logq" in batch:
+            logits = logits - batch["candidate_logq"]
         logits = logits.masked_fill(batch["blocked"], float("-inf"))
         labels = torch.arange(len(users), device=logits.device)
         return F.cross_entropy(logits, labels, reduction="sum")
