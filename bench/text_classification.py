@@ -149,6 +149,8 @@ def main() -> None:
                      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
     env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
     sides = args.sides.split(",")
+    if not sides or not set(sides) <= {"finetunekit", "hf_trainer"}:
+        parser.error(f"--sides: expected finetunekit and/or hf_trainer, got {args.sides!r}")
     if set(sides) != {"finetunekit", "hf_trainer"}:
         kept = json.loads(args.out.read_text())  # the other side's runs, from an earlier invocation
         results.update({n: kept[n] for n in ("finetunekit", "hf_trainer") if n not in sides})

@@ -185,7 +185,6 @@ def test_user_vector_weights_recent_items_more(tiny_model: Path):
                           torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)
 
 
-
 def test_logq_correction_subtracts_log_expected_sampling_count(tiny_model: Path):
     """Each candidate's logit loses log(B * popularity share + sampled / catalogue size)."""
     task, splits, model = loaded(make_cfg(tiny_model, logq_correction=True))

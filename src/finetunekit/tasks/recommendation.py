@@ -21,8 +21,8 @@ drawn in proportion to popularity, so with `logq_correction` (the default) every
 loses the log of its expected count among the batch's candidates (the sampled-softmax correction
 of Yi et al., 2019): without it the encoder learns preference divided by popularity. On MovieLens
 it took the tuned model's text-only NDCG@10 from 0.013 to 0.024, and with the prior from 0.041 to
-0.043. Gradients flow through the candidate items;
-history items are encoded by the same weights under a stop-gradient, which halves a CPU step.
+0.043. Gradients flow through the candidate items; history items are encoded by the same weights
+under a stop-gradient, which halves a CPU step.
 
 Scores add a popularity prior: `popularity_weight * log(1 + training interactions of the item)`.
 Text similarity alone cannot tell a classic from an obscure film with a similar description, and
@@ -343,12 +343,9 @@ class Recommendation(Task):
         }
 
     def _sampling_logq(self, candidates: list[int], batch: int) -> torch.Tensor:
-        """log of each candidate's expected count among a batch's candidates.
-
-        In-batch negatives are other users' targets, so a popular item is a negative far more
-        often than an obscure one, and a softmax over them learns preference divided by
-        popularity. Subtracting log Q (the sampled-softmax correction of Yi et al. 2019, mixed
-        with the uniform draws) makes the logits estimate the preference itself."""
+        """log of each candidate's expected count among a batch's candidates (the logQ of the
+        module docstring): `batch` in-batch targets drawn by popularity plus the uniform draws.
+        The one hard negative per row is left out: it is chosen per user, not by frequency."""
         assert self.popularity is not None and self.catalogue is not None
         share = self.popularity.float() / self.popularity.sum().clamp(min=1.0)
         expected = batch * share + self.rec.sampled_negatives / len(self.catalogue)
