@@ -6,11 +6,16 @@ SmolLM2-135M-shaped random-init Llama in fp32 on CPU, 8 rows per step, max_lengt
   finetunekit_full, finetunekit_lora, finetunekit_full_gc   (finetunekit's own loop and task)
   trl_default_full, trl_packing_full, trl_default_lora, trl_packing_lora   (SFTTrainer)
 
+finetunekit runs use our defaults (selective activation checkpointing for chat); a name ending in
+_gc forces full checkpointing, _sel selective, _nogc none (e.g. --runs finetunekit_lora_nogc).
+
 Every configuration runs in its own child process (one process tree), so each peak RSS is its
 own. Figures per run: trained (non-padding) tokens per second, seconds per step, peak RSS, final
 train loss, gradient checkpointing, and model FLOPs utilization: the FLOPs the configuration
 needs (6N per token for full fine-tuning, 4N for LoRA, plus attention 6 * layers * d * length)
-over the dense fp32 matmul rate measured in the same run. Results: bench/results/chat_sft.json.
+over the dense fp32 matmul rate measured in the same run. LoRA runs also give
+`mfu_counting_adapters`, which adds the adapters' own 6 FLOPs a parameter.
+Results: bench/results/chat_sft.json.
 
     python bench/chat_sft.py            # the full bench (about 45 minutes on 2 CPU cores)
     python bench/chat_sft.py --quick    # a tiny model, a few steps: checks the bench still runs
@@ -85,24 +90,26 @@ def model_config(quick: bool, vocab: int, tokenizer):
                        pad_token_id=tokenizer.pad_token_id, **shape)
 
 
-def flops_per_token(n_params: int, lora: bool, layers: int, hidden: int, mean_len: float) -> float:
+def flops_per_token(n_params: int, lora: bool, layers: int, hidden: int, mean_len: float,
+                    n_adapter: int = 0) -> float:
     """Model FLOPs one trained token needs: 6N (full) or 4N (LoRA: no weight gradients) plus
-    causal attention (QK^T and AV, forward and backward) over the mean example length."""
-    return (4 if lora else 6) * n_params + 6 * layers * hidden * mean_len
+    causal attention (QK^T and AV, forward and backward) over the mean example length; plus,
+    when given, 6 per adapter parameter (LoRA's own matmuls, which the issue's 4N leaves out)."""
+    return (4 if lora else 6) * n_params + 6 * layers * hidden * mean_len + 6 * n_adapter
 
 
 # --- one configuration, in a child process ------------------------------------------------------
 def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
-    from accelerate import Accelerator
-
     from finetunekit import config as config_mod
     from finetunekit.memory import bound_cpu_memory
-    from finetunekit.run import prepare_for_training, training_data
+    from finetunekit.run import _accelerator, prepare_for_training, training_data
     from finetunekit.tasks.chat import ChatSFT
     from finetunekit.training.loop import train_loop
     from finetunekit.training.metrics_log import MetricsLog
 
-    lora, gc = "lora" in name, name.endswith("_gc")  # _gc: checkpointing forced on
+    lora = "lora" in name
+    # _gc / _sel / _nogc: full / selective checkpointing, or none; otherwise our default
+    gc = {"_gc": True, "_sel": "selective", "_nogc": False}.get(name[name.rfind("_"):])
     cfg = config_mod.validate({
         "task": "chat", "model": str(folder / "model"),
         "data": {"train": str(folder / "train.jsonl"), "validation": None},
@@ -110,7 +117,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
                  "target": "all-linear"},
         "train": {"max_steps": args.steps, "batch_size": args.rows, "max_length": args.max_length,
                   "lr": 2e-4 if lora else 5e-5,
-                  **({"gradient_checkpointing": True} if gc else {}),  # else our default
+                  **({} if gc is None else {"gradient_checkpointing": gc}),
                   "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0},
         "output": str(folder / name),
     })
@@ -128,12 +135,14 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
 
     out = folder / name
     train_loop(model, data, loss, cfg.train,
-               Accelerator(cpu=True), out / "checkpoints", MetricsLog(out / "m.jsonl"),
+               _accelerator(cfg), out / "checkpoints", MetricsLog(out / "m.jsonl"),
                trainable_only=lora, progress=False)
     losses = [json.loads(x) for x in (out / "m.jsonl").read_text().splitlines()]
     n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    used_gc = bool(cfg.train.gradient_checkpointing)
-    return _figures(times, tokens, losses[-1]["loss"], used_gc, args, lora, n_params, model.config)
+    n_adapter = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    used_gc = cfg.train.gradient_checkpointing
+    return _figures(times, tokens, losses[-1]["loss"], used_gc, args, lora, n_params, n_adapter,
+                    model.config)
 
 
 def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
@@ -185,11 +194,12 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
     trainer.data_collator = counting
     trainer.train()
     n_params = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
+    n_adapter = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
     return _figures(times, tokens, losses[-1], bool(config.gradient_checkpointing), args, lora,
-                    n_params, model.config)
+                    n_params, n_adapter, model.config)
 
 
-def _figures(times, tokens, final_loss, gc, args, lora, n_params, config) -> dict:
+def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, config) -> dict:
     """Rates from step starts `times` over the steps after warm-up; the last step (which also
     writes the final checkpoint / logs) only closes the window. MFU against the matmul rate."""
     warm = min(args.warmup, max(0, len(times) - 2))
@@ -199,7 +209,12 @@ def _figures(times, tokens, final_loss, gc, args, lora, n_params, config) -> dic
     need = flops_per_token(n_params, lora, config.num_hidden_layers, config.hidden_size,
                            args.attn_len)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"trained_tokens_per_s": round(tps, 2), "s_per_step": round(elapsed / steps, 3),
+    extra = {}
+    if n_adapter:
+        with_adapters = flops_per_token(n_params, lora, config.num_hidden_layers,
+                                        config.hidden_size, args.attn_len, n_adapter)
+        extra["mfu_counting_adapters"] = round(tps * with_adapters / (args.gflops * 1e9), 4)
+    return {**extra, "trained_tokens_per_s": round(tps, 2), "s_per_step": round(elapsed / steps, 3),
             "peak_rss_mb": round(peak, 1), "final_loss": round(float(final_loss), 4),
             "mfu": round(tps * need / (args.gflops * 1e9), 4), "gradient_checkpointing": gc,
             "timed_steps": steps}

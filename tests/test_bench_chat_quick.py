@@ -41,5 +41,6 @@ def test_bench_quick_writes_all_figures(tmp_path):
         assert figures["trained_tokens_per_s"] > 0 and figures["s_per_step"] > 0, name
         assert 0 < figures["mfu"] < 1.5 and figures["peak_rss_mb"] > 50, name
     assert result["finetunekit_full_gc"]["gradient_checkpointing"] is True
-    # finetunekit_full runs with our defaults: chat checkpoints activations unless told not to
-    assert result["finetunekit_full"]["gradient_checkpointing"] is True
+    # finetunekit_full runs with our defaults: chat checkpoints activations selectively
+    assert result["finetunekit_full"]["gradient_checkpointing"] == "selective"
+    assert result["finetunekit_lora"]["mfu_counting_adapters"] > result["finetunekit_lora"]["mfu"]

@@ -13,7 +13,8 @@ shrink:
   counts what this model really saves (LoRA, the attention implementation, the chunked loss)
   without a formula per architecture. With gradient checkpointing the hooks do not see the layer
   inputs the checkpoints keep, so those (layers x tokens x hidden) and one layer's recomputation
-  are added.
+  are added; selective checkpointing also keeps its matmul and attention outputs, counted op by
+  op over one forward with the same policy.
 - sharding: FSDP and ZeRO-3 divide weights, gradients and optimizer state by the process count
   (plus one gathered layer); ZeRO-2 divides gradients and optimizer state; DDP adds its gradient
   buckets.
@@ -41,7 +42,12 @@ import torch
 from . import config as config_mod
 from .config import Config
 from .memory import MB, bound_cpu_memory, current_mb, device_capacity_mb, on_gpu
-from .training.activation_checkpointing import is_checkpointing, set_activation_checkpointing
+from .training.activation_checkpointing import (
+    Mode,
+    is_checkpointing,
+    keeps_output,
+    set_activation_checkpointing,
+)
 from .training.loop import micro_batch
 
 
@@ -141,23 +147,63 @@ def _layers_and_hidden(model: torch.nn.Module) -> tuple[int, int]:
             int(getattr(text, "hidden_size", 0) or 0))
 
 
+def selective_kept_bytes(model: torch.nn.Module, loss_fn: Any, batch: dict[str, Any]) -> int:
+    """Bytes selective checkpointing keeps inside the checkpointed layers over one forward: the
+    outputs of the ops its policy saves. Run with checkpointing off, so every op is seen."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    kept: dict[int, int] = {}
+    inside = [0]  # depth of checkpointable layers the forward is in
+
+    def enter(*_: Any) -> None:
+        inside[0] += 1
+
+    def leave(*_: Any) -> None:
+        inside[0] -= 1
+
+    class CountKept(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            if inside[0] and keeps_output(func, args):
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return out
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    hooks = [h for m in layers for h in (m.register_forward_pre_hook(enter),
+                                         m.register_forward_hook(leave))]
+    model.train()
+    try:
+        with CountKept():
+            loss = loss_fn(model, batch)
+        del loss
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(kept.values())
+
+
 def activation_bytes_per_row(model: torch.nn.Module, loss_fn: Any, batch: dict[str, Any],
-                             tokens: int) -> int:
-    """Activation memory of a one-row batch, gradient checkpointing accounted for."""
+                             tokens: int, mode: Mode = True) -> int:
+    """Activation memory of a one-row batch, gradient checkpointing (`mode`) accounted for."""
     if not is_checkpointing(model):
         return saved_activation_bytes(model, loss_fn, batch)
     seen_outside = saved_activation_bytes(model, loss_fn, batch)  # embeddings, head, loss
     set_activation_checkpointing(model, False)
     try:
         full = saved_activation_bytes(model, loss_fn, batch)
+        kept = selective_kept_bytes(model, loss_fn, batch) if mode == "selective" else 0
     finally:
-        set_activation_checkpointing(model, True)
+        set_activation_checkpointing(model, mode)
     layers, hidden = _layers_and_hidden(model)
     if not layers:
         return full
     kept_inputs = layers * tokens * hidden * 4  # each checkpointed layer keeps its input
     recompute = max(0, full - seen_outside) / layers  # one layer's activations at a time
-    return int(seen_outside + kept_inputs + recompute)
+    return int(seen_outside + kept_inputs + kept + recompute)
 
 
 @dataclass
@@ -319,7 +365,8 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
     measured = probe(model, data, task.loss, cfg, device, lengths, probe_steps)
     row, tokens = _longest_row(data, lengths)
     one_row = micro_batch(data, row, device)
-    per_row = activation_bytes_per_row(model, task.loss, one_row, tokens)
+    per_row = activation_bytes_per_row(model, task.loss, one_row, tokens,
+                                       cfg.train.gradient_checkpointing or False)
     world = max(1, nproc)
     rows_per_device = math.ceil(cfg.train.batch_size / world)
     layers, _ = _layers_and_hidden(model)

@@ -233,7 +233,7 @@ def prepare_for_training(model: Any, cfg: Config, task: Task) -> Any:
     from .training.peft_setup import apply_peft
 
     if cfg.train.gradient_checkpointing:
-        set_activation_checkpointing(model, True)
+        set_activation_checkpointing(model, cfg.train.gradient_checkpointing)
     return apply_peft(model, cfg.peft, task.peft_task_type)
 
 
