@@ -154,7 +154,7 @@ def selective_kept_bytes(model: torch.nn.Module, loss_fn: Any, batch: dict[str, 
     from torch.utils._pytree import tree_leaves
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    kept: dict[int, int] = {}
+    kept: list[torch.Tensor] = []  # held, so a freed output's address is not reused and missed
     inside = [0]  # depth of checkpointable layers the forward is in
 
     def enter(*_: Any) -> None:
@@ -167,9 +167,7 @@ def selective_kept_bytes(model: torch.nn.Module, loss_fn: Any, batch: dict[str, 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             out = func(*args, **(kwargs or {}))
             if inside[0] and keeps_output(func, args):
-                for t in tree_leaves(out):
-                    if isinstance(t, torch.Tensor):
-                        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                kept.extend(t for t in tree_leaves(out) if isinstance(t, torch.Tensor))
             return out
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
@@ -183,7 +181,7 @@ def selective_kept_bytes(model: torch.nn.Module, loss_fn: Any, batch: dict[str, 
     finally:
         for h in hooks:
             h.remove()
-    return sum(kept.values())
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in kept}.values())
 
 
 def activation_bytes_per_row(model: torch.nn.Module, loss_fn: Any, batch: dict[str, Any],
