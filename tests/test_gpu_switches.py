@@ -81,3 +81,40 @@ def test_bf16_sdpa_on_gpu(tiny_config, tmp_path: Path) -> None:
     losses = [m["loss"] for m in run.metrics() if "loss" in m]
     assert losses and all(math.isfinite(x) for x in losses)
     assert json.loads((run.dir / "run.json").read_text())["peak_memory_mb"] > 0
+
+
+def test_bf16_on_a_cpu_without_bf16_is_a_one_line_error(tiny_config, tmp_path: Path, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU takes bf16")
+    monkeypatch.setattr(run_mod, "cpu_has_bf16", lambda: False)
+    raw = tiny_config.model_dump(mode="json")
+    raw["train"]["precision"] = "bf16"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "bf16 needs a GPU or a CPU with bf16 instructions" in err
+    assert not (Path(raw["output"]) / "model").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not run_mod.cpu_has_bf16(),
+                    reason="CPU bf16 autocast: a CPU with AVX512-BF16 or AMX and no GPU")
+def test_bf16_on_a_cpu_with_bf16_trains_under_autocast(tiny_config, tmp_path: Path) -> None:
+    """bf16 on such a CPU is Accelerate's CPU autocast: matmuls run in bf16, weights stay fp32.
+    An fp32 Accelerator made first in the same process does not stand in the way."""
+    run_mod._accelerator(tiny_config)  # fp32 (auto on CPU)
+    tiny_config.train.precision = "bf16"
+    accelerator = run_mod._accelerator(tiny_config)
+    assert accelerator.mixed_precision == "bf16"
+    layer = torch.nn.Linear(4, 4)
+    with accelerator.autocast():
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    tiny_config.train.max_steps = 3
+    tiny_config.output = str(tmp_path / "cpu-bf16")
+    run = run_mod.train(tiny_config, progress=False)
+    losses = [m["loss"] for m in run.metrics() if "loss" in m]
+    assert losses and all(math.isfinite(x) for x in losses)
+    saved = load_file(str(run.model_dir / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in saved.values())

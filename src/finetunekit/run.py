@@ -253,6 +253,28 @@ def training_data(cfg: Config, task: Task, rows: list[dict]) -> Any:
     return TrainData(examples, sampler, task.collate)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast
+    on CPU emulates the format and runs slower than fp32, so `train` refuses it there; with it,
+    bf16 is a choice the user makes (auto stays fp32 on CPU: bf16 changes the numbers)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses a second Accelerator with another
+    mixed precision. Each `train` call is a run of its own, so a single process (a notebook, a
+    sweep) may train in fp32 and then in bf16: the earlier run's state is cleared for it, as the
+    Hugging Face Trainer does. The process group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    earlier = AcceleratorState._shared_state.get("_mixed_precision")
+    if earlier is not None and earlier != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 def _accelerator(cfg: Config):
     import torch
     from accelerate import Accelerator
@@ -267,16 +289,23 @@ def _accelerator(cfg: Config):
     if precision == "auto":
         bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         precision = "bf16" if bf16_ok else "fp32"
-    if precision != "fp32" and not torch.cuda.is_available():
-        raise UserError(f"train.precision: {precision} needs a GPU; use fp32 or auto on CPU")
+    if not torch.cuda.is_available():
+        if precision == "fp16":
+            raise UserError("train.precision: fp16 needs a GPU; use fp32, auto, or bf16 on a CPU "
+                            "with bf16 instructions")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise UserError("train.precision: bf16 needs a GPU or a CPU with bf16 instructions "
+                            "(AVX512-BF16 or AMX), which this one lacks; use fp32 or auto")
     dynamo = None
     if cfg.train.compile:
         from accelerate.utils import TorchDynamoPlugin
 
         dynamo = TorchDynamoPlugin(backend="inductor")
+    mixed_precision = "no" if precision == "fp32" else precision
+    _forget_other_precision(mixed_precision)
     return Accelerator(
         cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU use gloo
-        mixed_precision="no" if precision == "fp32" else precision,
+        mixed_precision=mixed_precision,
         dynamo_plugin=dynamo,
         log_with=cfg.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir),
