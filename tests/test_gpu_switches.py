@@ -30,17 +30,25 @@ def test_attention_choice_reaches_the_model(tiny_config, attention: str) -> None
     assert model.config._attn_implementation == attention
 
 
-def test_unavailable_attention_is_a_one_line_error(tiny_config, tmp_path: Path, capsys) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU with flash-attn this would load")
+def _train_refused(tiny_config, tmp_path: Path, capsys, key: str, value: str) -> tuple[str, Path]:
+    """`finetunekit train` with train.<key> = value, which must fail with one line; returns the
+    line and the run's output folder."""
     raw = tiny_config.model_dump(mode="json")
-    raw["train"]["attention"] = "flash_attention_2"
+    raw["train"][key] = value
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert main(["train", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: model ")
-    assert not (Path(raw["output"]) / "run.json").exists()
+    assert len(err.splitlines()) == 1, err
+    return err, Path(raw["output"])
+
+
+def test_unavailable_attention_is_a_one_line_error(tiny_config, tmp_path: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU with flash-attn this would load")
+    err, output = _train_refused(tiny_config, tmp_path, capsys, "attention", "flash_attention_2")
+    assert err.startswith("error: model ")
+    assert not (output / "run.json").exists()
 
 
 def test_switches_are_written_into_the_resolved_config(tiny_config) -> None:
@@ -88,15 +96,9 @@ def test_bf16_on_a_cpu_without_bf16_is_a_one_line_error(tiny_config, tmp_path: P
     if torch.cuda.is_available():
         pytest.skip("a GPU takes bf16")
     monkeypatch.setattr(run_mod, "cpu_has_bf16", lambda: False)
-    raw = tiny_config.model_dump(mode="json")
-    raw["train"]["precision"] = "bf16"
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    assert main(["train", str(path), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
+    err, output = _train_refused(tiny_config, tmp_path, capsys, "precision", "bf16")
     assert "bf16 needs a GPU or a CPU with bf16 instructions" in err
-    assert not (Path(raw["output"]) / "model").exists()
+    assert not (output / "model").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or not run_mod.cpu_has_bf16(),
