@@ -154,8 +154,9 @@ def main() -> None:
     sides = args.sides.split(",")
     if not sides or not set(sides) <= {"finetunekit", "hf_trainer"}:
         parser.error(f"--sides: expected finetunekit and/or hf_trainer, got {args.sides!r}")
-    if set(sides) != {"finetunekit", "hf_trainer"}:
-        kept = json.loads(args.out.read_text())  # the other side's runs, from an earlier invocation
+    subset = set(sides) != {"finetunekit", "hf_trainer"}
+    kept = json.loads(args.out.read_text()) if subset or args.add else {}  # an earlier invocation
+    if subset:  # the other side's runs stay as they were
         results.update({n: kept[n] for n in ("finetunekit", "hf_trainer") if n not in sides})
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +170,6 @@ def main() -> None:
                 side.append({"seed": seed, **json.loads(out.read_text())})
                 print(name, side[-1], flush=True)
     if args.add:  # the runs of an earlier invocation stay, and the figures cover all of them
-        kept = json.loads(args.out.read_text())
         for name, side in runs.items():
             side[:0] = kept[name]["runs"]
     summarize(results, runs)
@@ -209,6 +209,7 @@ def summarize(results: dict, runs: dict[str, list[dict]]) -> None:
             "accuracy_delta_mean": statistics.fmean(deltas), "accuracy_delta_stderr": error,
             "examples_per_s_ratios": speed,
         }
+
 
 if __name__ == "__main__":
     main()
