@@ -15,7 +15,12 @@ from chat_fixtures import needs_smollm2, write_jsonl
 
 from finetunekit.config import validate
 from finetunekit.tasks.chat import ChatSFT
-from finetunekit.training.losses import IGNORE, causal_lm_loss_sum, chunked_ce_sum
+from finetunekit.training.losses import (
+    IGNORE,
+    causal_lm_loss_sum,
+    causal_lm_parts,
+    chunked_ce_sum,
+)
 
 pytestmark = needs_smollm2
 smollm2_dir = chat_fixtures.smollm2_dir
@@ -105,6 +110,27 @@ def test_chunked_loss_equals_plain_cross_entropy_and_gradients(task_and_model):
     torch.testing.assert_close(grads_plain, grads_chunked, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_compiled_model_runs_its_decoder_compiled_with_the_same_loss(task_and_model):
+    """train.compile wraps the whole model, but the chunked loss calls its decoder directly: that
+    decoder must be the compiled one (else compile does nothing for chat), with the same loss."""
+    from torch._dynamo.utils import counters
+
+    task, model, examples = task_and_model
+    batch = task.collate(examples)
+    args = (batch["input_ids"], batch["targets"], batch["attention_mask"])
+    eager = causal_lm_loss_sum(model, *args)
+    wrapped = torch.compile(model)
+    decoder, head = causal_lm_parts(wrapped)
+    assert decoder is not model.model and decoder._orig_mod is model.model
+    assert head is model.lm_head and causal_lm_parts(wrapped)[0] is decoder  # compiled once
+    assert causal_lm_parts(model)[0] is model.model  # the unwrapped model stays eager
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = causal_lm_loss_sum(wrapped, *args)
+    assert counters["stats"]["unique_graphs"] > graphs
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-5)
+
+
 def test_chunked_ce_sum_matches_reference_and_ignores_masked():
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=False)
@@ -167,3 +193,32 @@ def test_fused_linear_cross_entropy_matches_autograd(bias: bool, frozen_head: bo
     torch.testing.assert_close(got, ref)
     for a, b in zip(g_ref, g_got, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_chat_training_matches_eager(tiny_llama, tmp_path):
+    """`train.compile: true` on chat trains the same weights as eager (no dropout in Llama), with
+    selective checkpointing inside the compiled decoder."""
+    from safetensors.torch import load_file
+    from torch._dynamo.utils import counters
+
+    from finetunekit.run import train
+
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}"},
+                          {"role": "assistant", "content": f"{i} " * (i % 7 + 1)}]}
+            for i in range(24)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    weights = {}
+    for compiled in (False, True):
+        cfg = validate({"task": "chat", "model": str(tiny_llama),
+                        "data": {"train": str(data), "validation": 0.25},
+                        "train": {"max_steps": 3, "batch_size": 4, "compile": compiled},
+                        "eval": {"baseline": False, "max_examples": 2},
+                        "output": str(tmp_path / f"run-{compiled}")})
+        assert cfg.train.gradient_checkpointing == "selective"
+        graphs = counters["stats"]["unique_graphs"]
+        run = train(cfg, progress=False)
+        assert (counters["stats"]["unique_graphs"] > graphs) is compiled
+        weights[compiled] = load_file(str(run.model_dir / "model.safetensors"))
+    diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
+    assert diff < 1e-5, diff

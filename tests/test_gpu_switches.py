@@ -60,10 +60,28 @@ def test_switches_are_written_into_the_resolved_config(tiny_config) -> None:
     assert "strategy" in yaml.safe_load(to_yaml(tiny_config))["distributed"]
 
 
+def test_compile_after_an_eager_run_in_the_same_process_is_honoured(tiny_config) -> None:
+    """Accelerate's process-wide state kept the first run's (absent) dynamo plugin, so a compiled
+    run after an eager one silently trained eagerly; each run now gets its own."""
+    run_mod._accelerator(tiny_config)  # eager
+    tiny_config.train.compile = True
+    compiled = run_mod._accelerator(tiny_config)
+    assert compiled.state.dynamo_plugin.backend.value == "INDUCTOR"
+    model = compiled.prepare(torch.nn.Linear(2, 2))
+    assert hasattr(model, "_orig_mod")  # wrapped by torch.compile
+    tiny_config.train.compile = False
+    assert run_mod._accelerator(tiny_config).state.dynamo_plugin.backend.value == "NO"
+
+
 @pytest.mark.slow
-def test_compiled_training_matches_eager(tiny_config, tmp_path: Path) -> None:
+def test_compiled_training_matches_eager(tiny_config, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile (inductor, on CPU here) trains the same weights, within float noise, and
-    checkpoints keep plain parameter names."""
+    checkpoints keep plain parameter names. Inductor draws dropout masks from its own generator
+    unless told to use eager's, which the comparison needs (the model has dropout)."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     weights = {}
     for compiled in (False, True):
         tiny_config.train.compile = compiled

@@ -153,3 +153,40 @@ def test_cpu_kernel_cache_is_off_unless_the_user_set_it(monkeypatch: pytest.Monk
     monkeypatch.setenv(KERNEL_CACHE_VARIABLE, "256")  # a user's own value wins
     bound_cpu_memory()
     assert os.environ[KERNEL_CACHE_VARIABLE] == "256"
+
+
+_FREED_BLOCK_PROBE = """
+import sys, psutil, torch
+from finetunekit.memory import bound_cpu_memory
+bound_cpu_memory(int(sys.argv[1]))
+keep = [torch.ones(1024) for _ in range(64)]  # small blocks after the big one pin the heap top
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+big = torch.ones(3 * 2**20)  # 12 MiB
+pinned = torch.ones(256 * 1024)  # 1 MiB, under either threshold: allocated above the big block
+during = rss()
+del big
+print(during - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("threshold_mb, returned", [(4, True), (16, False)])
+def test_freed_blocks_over_the_task_threshold_go_back_to_the_system(
+        threshold_mb: int, returned: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12 MiB tensor is handed back when freed under a 4 MiB threshold (the lean setting) and
+    kept for reuse under 16 MiB (chat's): the trade-off Task.cpu_mmap_threshold_mb picks."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    done = subprocess.run([sys.executable, "-c", _FREED_BLOCK_PROBE, str(threshold_mb)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    freed_mb = float(done.stdout.strip().splitlines()[-1])
+    assert (freed_mb > 10) is returned, freed_mb
+
+
+def test_chat_keeps_larger_blocks_than_the_lean_default() -> None:
+    from finetunekit.tasks.base import Task
+    from finetunekit.tasks.chat import ChatSFT
+    from finetunekit.tasks.text_classification import TextClassification
+
+    assert TextClassification.cpu_mmap_threshold_mb == Task.cpu_mmap_threshold_mb == 4
+    assert ChatSFT.cpu_mmap_threshold_mb > Task.cpu_mmap_threshold_mb

@@ -24,19 +24,25 @@ MB = 2**20
 #   step, so the cache is turned off (peak 2,581 MiB, same speed).
 # - glibc's malloc raises its mmap threshold as large blocks are freed (up to 32 MiB), after which
 #   activations of ever-changing sizes are carved out of a heap that fragments and never shrinks.
-#   A fixed 4 MiB threshold hands large tensors back to the system when freed: 60-step peak
-#   2,594 -> 2,271 MiB for about 6% of the speed.
+#   A fixed, lower threshold hands large tensors back to the system when freed, at a price: each
+#   is then a fresh mapping the kernel must fault in and zero-fill on its next use. How much that
+#   costs depends on the host (page faults were far dearer on some hosts than on others), so each
+#   task picks its point (Task.cpu_mmap_threshold_mb), measured on its bench:
+#   food reviews, 40 steps: 4 MiB 2,185 MiB peak, 67-72 s; 32 MiB 2,500-2,590 MiB, 60-62 s (more
+#   than the HF Trainer's 2,404 MiB: the memory target binds). Padding lengths to a multiple of
+#   8 or 16 (fewer shapes) changed neither figure.
+#   chat (see ChatSFT): the sequences are 4x longer and the headroom against TRL wide.
 # Both only where the user has not set them (the environment variables below win), and only for
 # tasks whose batch shapes vary (Task.varied_shapes): with fixed shapes the kernel cache is reused
 # every step and the heap does not fragment.
 KERNEL_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
-MMAP_THRESHOLD_BYTES = 4 * MB
 M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 
-def bound_cpu_memory() -> None:
-    """Keep CPU training's resident memory from creeping with varied batch shapes (see above).
+def bound_cpu_memory(mmap_threshold_mb: int = 4) -> None:
+    """Keep CPU training's resident memory from creeping with varied batch shapes (see above):
+    blocks of `mmap_threshold_mb` MiB and more go back to the system when freed.
 
     Call before training starts: oneDNN reads its variable when it creates its first primitive,
     and the malloc setting applies to allocations made from then on."""
@@ -45,7 +51,7 @@ def bound_cpu_memory() -> None:
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb * MB)
     except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
         pass
 

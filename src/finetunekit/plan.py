@@ -342,7 +342,7 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
     device = torch.device("cuda" if on_gpu() else "cpu")
     task = get_task(cfg)
     if task.varied_shapes:
-        bound_cpu_memory()
+        bound_cpu_memory(task.cpu_mmap_threshold_mb)
     splits, _ = read_splits(cfg, task)
 
     set_seed(cfg.train.seed)

@@ -263,15 +263,21 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def _forget_other_precision(mixed_precision: str) -> None:
-    """Accelerate keeps one process-wide state and refuses a second Accelerator with another
-    mixed precision. Each `train` call is a run of its own, so a single process (a notebook, a
-    sweep) may train in fp32 and then in bf16: the earlier run's state is cleared for it, as the
-    Hugging Face Trainer does. The process group (PartialState) is kept."""
+def _forget_other_run_state(mixed_precision: str, compile_backend: str) -> None:
+    """Accelerate keeps one process-wide state. A second Accelerator with another mixed precision
+    is refused, and one with another dynamo plugin silently keeps the first (so `train.compile`
+    did nothing after an eager run in the same process). Each `train` call is a run of its own,
+    so a single process (a notebook, a sweep, the test suite) may train in fp32 and then in bf16,
+    or eagerly and then compiled: the earlier run's state is cleared for it, as the Hugging Face
+    Trainer does. The process group (PartialState) is kept."""
     from accelerate.state import AcceleratorState
 
-    earlier = AcceleratorState._shared_state.get("_mixed_precision")
-    if earlier is not None and earlier != mixed_precision:
+    state = AcceleratorState._shared_state
+    if "_mixed_precision" not in state:
+        return
+    earlier_backend = getattr(state.get("dynamo_plugin"), "backend", None)
+    earlier_backend = getattr(earlier_backend, "value", earlier_backend)
+    if state["_mixed_precision"] != mixed_precision or earlier_backend != compile_backend:
         AcceleratorState._reset_state()
 
 
@@ -302,7 +308,7 @@ def _accelerator(cfg: Config):
 
         dynamo = TorchDynamoPlugin(backend="inductor")
     mixed_precision = "no" if precision == "fp32" else precision
-    _forget_other_precision(mixed_precision)
+    _forget_other_run_state(mixed_precision, "INDUCTOR" if dynamo else "NO")
     return Accelerator(
         cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU use gloo
         mixed_precision=mixed_precision,
@@ -338,7 +344,7 @@ def train(
     started = time.time()
     task = get_task(cfg)
     if task.varied_shapes:
-        bound_cpu_memory()
+        bound_cpu_memory(task.cpu_mmap_threshold_mb)
 
     # data: read, check, split (nothing is written before the data is known to be good)
     splits, tables = read_splits(cfg, task)

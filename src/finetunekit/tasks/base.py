@@ -38,6 +38,9 @@ class Task(ABC):
     # keeps kernel caches and the heap from creeping; fixed-shape inputs (images, 30 s audio
     # windows) keep the caches, which there are reused every step
     varied_shapes: ClassVar[bool] = True
+    # with varied shapes, CPU blocks of this many MiB and more go back to the system when freed:
+    # lower bounds the peak, higher spares page faults (the trade-off measured in memory.py)
+    cpu_mmap_threshold_mb: ClassVar[int] = 4
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

@@ -18,6 +18,8 @@ whole accumulated window.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -25,15 +27,31 @@ from torch.utils.checkpoint import checkpoint
 IGNORE = -100
 
 
+# decoders compiled for a model that was compiled as a whole, one per such model (see below)
+_compiled_decoders: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = (
+    weakref.WeakKeyDictionary())
+
+
 def causal_lm_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The decoder (hidden states) and the LM head of a causal LM, peft-wrapped or not.
 
     LoRA layers are injected in place, so calling the inner modules still runs the adapters.
+    A model compiled as a whole (`train.compile`, which Accelerate applies to the top module) gets
+    a compiled decoder: the chunked loss calls the decoder directly, past the compiled wrapper,
+    which would otherwise leave compile a no-op. The compiled decoder lives as long as that
+    wrapper, so the unwrapped model (evaluation, generation, saving) stays eager as before.
     """
-    inner = model.module if hasattr(model, "module") and not hasattr(model, "get_decoder") else model
+    compiled = hasattr(model, "_orig_mod")  # torch.compile's OptimizedModule
+    inner = getattr(model, "_orig_mod", model)
+    inner = inner.module if hasattr(inner, "module") and not hasattr(inner, "get_decoder") else inner
     if hasattr(inner, "get_base_model"):  # peft.PeftModel
         inner = inner.get_base_model()
-    return inner.get_decoder(), inner.get_output_embeddings()
+    decoder = inner.get_decoder()
+    if compiled:
+        if model not in _compiled_decoders:
+            _compiled_decoders[model] = torch.compile(decoder)
+        decoder = _compiled_decoders[model]
+    return decoder, inner.get_output_embeddings()
 
 
 class LinearCrossEntropy(torch.autograd.Function):
