@@ -74,7 +74,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         buffer = None  # fp32: every chunk's logits in one buffer, so fresh memory is touched once
         for start in range(0, targets.numel(), chunk_size):
             h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
-            if h.dtype == torch.float32:
+            if h.dtype == weight.dtype == torch.float32:
                 if buffer is None:
                     buffer = h.new_empty((min(chunk_size, targets.numel()), weight.shape[0]))
                 logits = torch.mm(h, weight.T, out=buffer[: t.numel()])
