@@ -107,7 +107,6 @@ def flops_per_token(n_params: int, lora: bool, layers: int, hidden: int, mean_le
 # --- one configuration, in a child process ------------------------------------------------------
 def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from finetunekit import config as config_mod
-    from finetunekit.memory import bound_cpu_memory
     from finetunekit.run import _accelerator, prepare_for_training, training_data
     from finetunekit.tasks.chat import ChatSFT
     from finetunekit.training.loop import train_loop
@@ -130,7 +129,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
-    bound_cpu_memory(task.cpu_mmap_threshold_mb)  # as `train` does for chat
+    task.bound_cpu_memory()  # as `train` does
     rows = task.read(folder / "train.jsonl", "train.jsonl").rows
     model = prepare_for_training(task.load(str(folder / "model"), rows), cfg, task)
     data = training_data(cfg, task, rows)  # length-grouped batches, as `train` makes them

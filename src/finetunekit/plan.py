@@ -41,7 +41,7 @@ import torch
 
 from . import config as config_mod
 from .config import Config
-from .memory import MB, bound_cpu_memory, current_mb, device_capacity_mb, on_gpu
+from .memory import MB, current_mb, device_capacity_mb, on_gpu
 from .training.activation_checkpointing import (
     Mode,
     is_checkpointing,
@@ -341,8 +341,7 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
         torch.set_num_threads(cfg.train.num_threads)
     device = torch.device("cuda" if on_gpu() else "cpu")
     task = get_task(cfg)
-    if task.varied_shapes:
-        bound_cpu_memory(task.cpu_mmap_threshold_mb)
+    task.bound_cpu_memory()
     splits, _ = read_splits(cfg, task)
 
     set_seed(cfg.train.seed)

@@ -24,7 +24,7 @@ from .data.readers import WHERE, Table
 from .data.split import stratified_split
 from .errors import UserError
 from .fileio import atomic_dir, atomic_write_json, atomic_write_text
-from .memory import bound_cpu_memory, peak_mb
+from .memory import peak_mb
 from .tasks import get_task
 from .tasks.base import EvalResult, Task
 
@@ -343,8 +343,7 @@ def train(
     check_output_location(out)
     started = time.time()
     task = get_task(cfg)
-    if task.varied_shapes:
-        bound_cpu_memory(task.cpu_mmap_threshold_mb)
+    task.bound_cpu_memory()
 
     # data: read, check, split (nothing is written before the data is known to be good)
     splits, tables = read_splits(cfg, task)

@@ -17,6 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.readers import Table, read_table
+from ..memory import bound_cpu_memory
 
 
 @dataclass
@@ -44,6 +45,12 @@ class Task(ABC):
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+
+    def bound_cpu_memory(self) -> None:
+        """Set up CPU memory for this task's batches before training or planning: only varied
+        shapes need bounding, at the task's own mmap threshold."""
+        if self.varied_shapes:
+            bound_cpu_memory(self.cpu_mmap_threshold_mb)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class ChatSFT(Task):
     # chat bench (SmolLM2-135M shape, 512 tokens, 8 rows), same host and hour: 4 MiB gave LoRA
     # 148 tok/s at 5,785 MiB peak; 16 MiB 176 tok/s (MFU 0.43 -> 0.56) at 7,672; 32 MiB no
     # faster by MFU at 7,874. Full fine-tuning at 16 MiB: 169 tok/s (was 125), 7,675 MiB; both
-    # stay under TRL's defaults (8,508 / 8,790 MiB)
+    # stay under TRL's defaults (8,320 / 8,526 MiB in the same bench invocation)
     cpu_mmap_threshold_mb = 16
 
     tokenizer: Any = None
