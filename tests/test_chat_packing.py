@@ -89,6 +89,26 @@ def test_packed_and_unpacked_loss_and_items_agree(task_and_model):
     torch.testing.assert_close(a, own, atol=1e-4, rtol=1e-5)
 
 
+def test_right_padded_batches_train_the_same_without_an_attention_mask(task_and_model):
+    """`task.loss` passes no mask for right-padded rows (causal attention already hides the
+    padding after each example); loss and gradients must equal the masked computation."""
+    task, model, examples = task_and_model
+    padded = task.collate(examples)
+    assert (padded["attention_mask"] == 0).any()  # the batch really has padding
+    results = []
+    for mask in (padded["attention_mask"], None):
+        model.zero_grad()
+        loss = causal_lm_loss_sum(model, padded["input_ids"], padded["targets"],
+                                  attention_mask=mask)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    model.zero_grad()
+    torch.testing.assert_close(task.loss(model, padded), results[0][0])
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=1e-5)
+    for without, masked in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(without, masked, atol=1e-5, rtol=1e-4)
+
+
 def test_targets_never_cross_example_boundaries(task_and_model):
     task, _, examples = task_and_model
     packed = task.collate_packed([examples])

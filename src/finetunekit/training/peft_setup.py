@@ -23,6 +23,12 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, task_type: str | None) -
         target_modules=cfg.target,
         task_type=task_type,
     )
+    # peft's experimental custom-layer hook: our LoRA Linear is peft's with a faster training
+    # forward (training/lora_linear.py); without the hook, peft's own layer does the same math
+    if hasattr(lora, "_register_custom_module"):
+        from .lora_linear import FoldedLoraLinear
+
+        lora._register_custom_module({torch.nn.Linear: FoldedLoraLinear})
     return get_peft_model(model, lora)
 
 
