@@ -32,14 +32,13 @@ browser:
 
 test: setup browser
 	$(PY) -m ruff check src tests bench scripts
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -n 2 -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check src tests bench scripts
-	$(PY) -m ruff format --check src tests bench scripts
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'
