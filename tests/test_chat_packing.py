@@ -216,9 +216,11 @@ def test_fused_linear_cross_entropy_matches_autograd(bias: bool, frozen_head: bo
 
 
 @pytest.mark.slow
-def test_compiled_chat_training_matches_eager(tiny_llama, tmp_path):
+@pytest.mark.parametrize("peft", ["none", "lora"])
+def test_compiled_chat_training_matches_eager(tiny_llama, tmp_path, peft):
     """`train.compile: true` on chat trains the same weights as eager (no dropout in Llama), with
-    selective checkpointing inside the compiled decoder."""
+    selective checkpointing inside the compiled decoder; for LoRA through the folded layer's
+    autograd Function (the saved model has the adapters merged)."""
     from safetensors.torch import load_file
     from torch._dynamo.utils import counters
 
@@ -232,9 +234,10 @@ def test_compiled_chat_training_matches_eager(tiny_llama, tmp_path):
     for compiled in (False, True):
         cfg = validate({"task": "chat", "model": str(tiny_llama),
                         "data": {"train": str(data), "validation": 0.25},
+                        "peft": {"method": peft, "r": 4},
                         "train": {"max_steps": 3, "batch_size": 4, "compile": compiled},
                         "eval": {"baseline": False, "max_examples": 2},
-                        "output": str(tmp_path / f"run-{compiled}")})
+                        "output": str(tmp_path / f"run-{peft}-{compiled}")})
         assert cfg.train.gradient_checkpointing == "selective"
         graphs = counters["stats"]["unique_graphs"]
         run = train(cfg, progress=False)
