@@ -5,7 +5,8 @@ layer in backward: the least memory, at the price of a second forward (8N FLOPs 
 of 6N for full fine-tuning, 6N instead of 4N for LoRA). Selective checkpointing (torch's
 selective activation checkpointing, through the same switch) keeps the outputs of the
 expensive ops, the matmuls and attention, and recomputes only the cheap ones: norms, rotary
-embeddings, activation functions, residual adds and LoRA's rank-r up-projections. Those are
+embeddings, activation functions, residual adds and LoRA's rank-r products (the
+folded layer's `B @ A`, or peft's `B(A(x))` where its own forward runs). Those are
 most of a layer's saved bytes but a few percent of its FLOPs, so it costs about 2/3 of the
 activation memory of no checkpointing at nearly its speed.
 
@@ -35,8 +36,8 @@ _ATTENTION = {
                  "_flash_attention_forward", "_efficient_attention_forward")
     if hasattr(_aten, name)
 }
-# a matmul whose inner dimension is this small (LoRA's B @ A-output) is cheaper to redo than to
-# keep: 2 * inner FLOPs per output element against 4 bytes held until backward
+# a matmul whose inner dimension is this small (LoRA's rank r) is cheaper to redo than to keep:
+# 2 * inner FLOPs per output element against 4 bytes held until backward
 _CHEAP_INNER = 64
 
 
