@@ -165,7 +165,13 @@ class ChatSFT(Task):
         return [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
 
     def collate(self, examples: list[Encoded]) -> dict[str, Any]:
-        """Right-padded batch; targets of padding are ignored."""
+        """Right-padded batch; targets of padding are ignored.
+
+        The loss runs it with no attention mask: under causal attention no real token sees the
+        padding after it, and padding's targets are ignored, so the loss and every gradient are
+        the same, while SDPA runs its causal kernel instead of reading a dense [rows, 1, T, T]
+        mask (attention took 14% of a chat bench step with it). `attention_mask` stays in the
+        batch for counting tokens."""
         width = max(len(e.input_ids) for e in examples)
         ids = torch.full((len(examples), width), self.tokenizer.pad_token_id, dtype=torch.long)
         targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -215,20 +221,10 @@ class ChatSFT(Task):
         special = any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
         return self.cfg.chat.chunked_loss and not special
 
-    @staticmethod
-    def _causal_only(batch: dict[str, Any]) -> None:
-        """The attention mask a right-padded batch needs: none. Under causal attention no real
-        token sees the padding after it, and padding's targets are ignored, so the loss and every
-        gradient are the same; without a mask SDPA runs its causal kernel, which skips the
-        future half of the score blocks, instead of reading a dense [rows, 1, T, T] mask
-        (attention took 14% of a chat bench step with the mask). Packed rows carry position
-        ids instead, which transformers turns into their block-diagonal mask."""
-        return None
-
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return causal_lm_loss_sum(
             model, batch["input_ids"], batch["targets"],
-            attention_mask=self._causal_only(batch), position_ids=batch.get("position_ids"),
+            attention_mask=None, position_ids=batch.get("position_ids"),  # see `collate`
             chunked=self._chunked(model),
         )
 
@@ -245,7 +241,7 @@ class ChatSFT(Task):
             batch = self.collate(examples[start : start + size])
             total += float(causal_lm_loss_sum(
                 model, batch["input_ids"].to(device), batch["targets"].to(device),
-                attention_mask=self._causal_only(batch), chunked=self._chunked(model)))
+                attention_mask=None, chunked=self._chunked(model)))  # see `collate`
             count += batch["num_items"]
         loss = total / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
