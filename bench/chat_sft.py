@@ -21,7 +21,7 @@ over the dense fp32 matmul rate measured in the same run. LoRA runs also give
 `mfu_counting_adapters`, which adds the adapters' own 6 FLOPs a parameter.
 Results: bench/results/chat_sft.json.
 
-    python bench/chat_sft.py            # the full bench (about 40 minutes on 2 CPU cores)
+    python bench/chat_sft.py            # the full bench (38 to 42 minutes on 2 CPU cores)
     python bench/chat_sft.py --quick    # a tiny model, a few steps: checks the bench still runs
 
 Needs TRL (the package's optional `bench` extra). The first `warmup` steps are not timed.
