@@ -30,7 +30,9 @@ MB = 2**20
 #   task picks its point (Task.cpu_mmap_threshold_mb), measured on its bench:
 #   food reviews, 40 steps: 4 MiB 2,185 MiB peak, 67-72 s; 32 MiB 2,500-2,590 MiB, 60-62 s (more
 #   than the HF Trainer's 2,404 MiB: the memory target binds). Padding lengths to a multiple of
-#   8 or 16 (fewer shapes) changed neither figure.
+#   8 or 16 (fewer shapes) changed neither figure. Huge pages for those mappings (PyTorch's
+#   THP_MEM_ALLOC_ENABLE=1, fewer faults) were slower still: 85-97 s against 72-75 s (this
+#   host's THP defrag setting, "madvise", lets such faults stall to compact memory).
 #   chat (see ChatSFT): the sequences are 4x longer and the headroom against TRL wide.
 # Both only where the user has not set them (the environment variables below win), and only for
 # tasks whose batch shapes vary (Task.varied_shapes): with fixed shapes the kernel cache is reused
