@@ -55,7 +55,7 @@ def child(side: str, args: argparse.Namespace, result_path: Path) -> None:
     from finetunekit.tasks.image_classification import ImageClassification
 
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{side}-"))
+    work = result_path.parent / side  # inside the parent's temporary folder, removed with it
     cfg = _config(args, work)
     task = ImageClassification(cfg)
     rows = task.read(cfg.path(cfg.data.train), display="train").rows
