@@ -59,6 +59,10 @@ def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tm
     assert main(["predict", str(food_run.dir), "Tasted stale and the box was crushed"]) == 0
     line = json.loads(capsys.readouterr().out.strip())
     assert line["label"] in {"great", "other"} and 0.5 <= line["score"] <= 1
+    # the ranked labels, best first: the same answer as label / score, then the other label
+    other = ({"great", "other"} - {line["label"]}).pop()
+    assert [t["label"] for t in line["top"]] == [line["label"], other]
+    assert line["top"][0]["score"] == line["score"] >= line["top"][1]["score"]
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps({"review": t, "score": s}) + "\n" for t, s in
                             [("wonderful coffee, rich and smooth", "great"), ("stale, gross", "other")]))

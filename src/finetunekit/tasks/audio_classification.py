@@ -208,17 +208,7 @@ class AudioClassification(ClassificationTask):
                 load_audio(Path(item), max_seconds=self.cfg.audio.max_seconds)
             except RowError as err:
                 raise UserError(err.message) from None
-        probs = self._run(model, inputs).softmax(-1)
-        results = []
-        for item, p in zip(inputs, probs, strict=True):
-            top = p.topk(min(3, len(self.labels)))
-            results.append({
-                "input": item, "label": self.labels[int(top.indices[0])],
-                "score": round(float(top.values[0]), 4),
-                "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
-                        for v, j in zip(top.values, top.indices, strict=True)],
-            })
-        return results
+        return self._ranked(inputs, self._run(model, inputs))
 
 
 def backbone(model: torch.nn.Module) -> torch.nn.Module:

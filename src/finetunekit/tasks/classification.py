@@ -85,6 +85,19 @@ class ClassificationTask(Task):
         ]
         return EvalResult(metrics, details, predictions)
 
+    def _ranked(self, inputs: list[str], logits: torch.Tensor) -> list[dict[str, Any]]:
+        """`predict`'s answer: the best label and score of each input, and its top three."""
+        results = []
+        for item, p in zip(inputs, logits.softmax(-1), strict=True):
+            top = p.topk(min(3, len(self.labels)))
+            results.append({
+                "input": item, "label": self.labels[int(top.indices[0])],
+                "score": round(float(top.values[0]), 4),
+                "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
+                        for v, j in zip(top.values, top.indices, strict=True)],
+            })
+        return results
+
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
         return self._result(self._logits(model, self.encode(rows, training=False)), rows)
 

@@ -274,14 +274,4 @@ class ImageClassification(ClassificationTask):
                 raise UserError(err.message) from None
             examples.append({"image": item, "label": -1, "where": item, "index": i,
                              "augment": False})
-        probs = self._logits(model, examples).softmax(-1)
-        results = []
-        for item, p in zip(inputs, probs, strict=True):
-            top = p.topk(min(3, len(self.labels)))
-            results.append({
-                "input": item, "label": self.labels[int(top.indices[0])],
-                "score": round(float(top.values[0]), 4),
-                "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
-                        for v, j in zip(top.values, top.indices, strict=True)],
-            })
-        return results
+        return self._ranked(inputs, self._logits(model, examples))

@@ -137,8 +137,4 @@ class TextClassification(ClassificationTask):
     def predict(self, model: torch.nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
         rows = [{"text": t, "label": self.labels[0], WHERE: f"input {i + 1}"}
                 for i, t in enumerate(inputs)]
-        probs = self._logits(model, self.encode(rows, training=False)).softmax(-1)
-        return [
-            {"input": t, "label": self.labels[int(p.argmax())], "score": round(float(p.max()), 4)}
-            for t, p in zip(inputs, probs, strict=True)
-        ]
+        return self._ranked(inputs, self._logits(model, self.encode(rows, training=False)))
