@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .paths import inside
-from .readers import WHERE, BadRow, RowError, Table, read_table
+from .paths import read_media_table
+from .readers import WHERE, BadRow, RowError, Table
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
 
@@ -97,24 +97,11 @@ def read_audio_table(
 
     `check_fields` validates the other fields (transcript or label) and returns them cleaned.
     """
-    root = path.parent
-    audio_column = columns.get("audio", "audio")
-
-    def check(row: dict[str, Any]) -> dict[str, Any]:
-        value = row.get("audio")
-        if not isinstance(value, str) or not value.strip():
-            raise RowError(audio_column, "expected an audio file path (relative to the data file)")
-        fields = check_fields(row)
-        audio_path = root / value.strip()
-        if not inside(audio_path, root):
-            raise RowError(audio_column, f"{value!r} points outside the dataset folder {root}")
-        try:
-            return audio_row(audio_path, max_seconds, "", **fields)
-        except RowError as err:
-            raise RowError(audio_column, err.message) from None
-
-    return read_table(path, columns, check, skip_bad_rows=skip_bad_rows, max_rows=max_rows,
-                      display=display)
+    return read_media_table(
+        path, columns, "audio", "an audio file path", check_fields,
+        lambda audio_path, fields: audio_row(audio_path, max_seconds, "", **fields),
+        skip_bad_rows, max_rows, display,
+    )
 
 
 def read_audio_folder(root: Path, display: str, max_seconds: float, skip_bad_rows: bool,

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
-from .paths import inside
-from .readers import WHERE, BadRow, RowError, Table, read_table
+from .paths import read_media_table
+from .readers import WHERE, BadRow, RowError, Table
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
@@ -143,21 +143,8 @@ def read_image_table(
     display: str,
 ) -> Table:
     """Read a JSONL / CSV / Parquet file whose image column holds paths relative to the file."""
-    root = path.parent
-    image_column = columns.get("image", "image")
-
-    def check(row: dict[str, Any]) -> dict[str, Any]:
-        value = row.get("image")
-        if not isinstance(value, str) or not value.strip():
-            raise RowError(image_column, "expected an image path (relative to the data file)")
-        label = check_label(row)
-        image_path = root / value.strip()
-        if not inside(image_path, root):
-            raise RowError(image_column, f"{value!r} points outside the dataset folder {root}")
-        try:
-            return image_row(image_path, label, "")
-        except RowError as err:
-            raise RowError(image_column, err.message) from None
-
-    return read_table(path, columns, check, skip_bad_rows=skip_bad_rows, max_rows=max_rows,
-                      display=display)
+    return read_media_table(
+        path, columns, "image", "an image path", lambda row: {"label": check_label(row)},
+        lambda image_path, fields: image_row(image_path, fields["label"], ""),
+        skip_bad_rows, max_rows, display,
+    )
