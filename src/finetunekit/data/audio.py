@@ -84,6 +84,16 @@ def audio_row(path: Path, max_seconds: float, where: str, **fields: Any) -> dict
             "fingerprint": audio_fingerprint(samples, rate), WHERE: where}
 
 
+def audio_input_row(row: dict[str, Any], column: str, max_seconds: float,
+                    check_fields: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """A task's `check_row` for audio: the row names a readable clip (path as given, not
+    relative to a data file), and `check_fields` accepts its other fields."""
+    path = row.get("audio")
+    if not isinstance(path, str) or not path.strip():
+        raise RowError(column, "expected an audio file path")
+    return audio_row(Path(path), max_seconds, "", **check_fields(row))
+
+
 def read_audio_table(
     path: Path,
     columns: dict[str, str],

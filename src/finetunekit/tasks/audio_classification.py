@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from ..data.audio import audio_row, load_audio, read_audio_folder, read_audio_table
+from ..data.audio import audio_input_row, load_audio, read_audio_folder, read_audio_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
 from .classification import ClassificationTask, label_text
@@ -58,10 +58,8 @@ class AudioClassification(ClassificationTask):
 
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """Rows from any table-shaped source: a label and a readable clip."""
-        path = row.get("audio")
-        if not isinstance(path, str) or not path.strip():
-            raise RowError(self._column("audio"), "expected an audio file path")
-        return audio_row(Path(path), self.cfg.audio.max_seconds, "", **self._fields(row))
+        return audio_input_row(row, self._column("audio"), self.cfg.audio.max_seconds,
+                               self._fields)
 
     def row_key(self, row: dict[str, Any]) -> Hashable:
         return row["fingerprint"]

@@ -62,6 +62,10 @@ class Task(ABC):
         return kwargs
 
     # --- data -----------------------------------------------------------------------------
+    def _column(self, field: str) -> str:
+        """The file's column for one of our fields (for messages that name the user's column)."""
+        return self.cfg.data.columns.get(field, field)
+
     def read(self, path: Path, display: str) -> Table:
         """Read one split file. Tasks with folder layouts (images, audio) override this."""
         return read_table(

@@ -51,9 +51,6 @@ class ChatSFT(Task):
     system_prompt: str | None = None
 
     # --- data -----------------------------------------------------------------------------
-    def _column(self, field: str) -> str:
-        return self.cfg.data.columns.get(field, field)
-
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         return check_chat_row(row, self.cfg.data.format, self._column)
 

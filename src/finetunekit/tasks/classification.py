@@ -42,10 +42,6 @@ class ClassificationTask(Task):
 
     labels: list[str]
 
-    def _column(self, field: str) -> str:
-        """The file's column for one of our fields (for messages that name the user's column)."""
-        return self.cfg.data.columns.get(field, field)
-
     def row_label(self, row: dict[str, Any]) -> Hashable:
         return row["label"]
 

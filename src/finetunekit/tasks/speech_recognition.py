@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from ..data.audio import audio_row, load_audio, read_audio_table
+from ..data.audio import audio_input_row, load_audio, read_audio_table
 from ..data.readers import WHERE, RowError, Table, require_text
 from ..errors import UserError
 from ..evaluate.speech import NORMALIZATION, error_rates, example_wer, normalize_text
@@ -75,9 +75,6 @@ class SpeechRecognition(Task):
         self._extra_rows: list[dict[str, Any]] | None = None
         self.extra_eval = True
 
-    def _column(self, field: str) -> str:
-        return self.cfg.data.columns.get(field, field)
-
     # --- data -----------------------------------------------------------------------------
     def read(self, path: Path, display: str) -> Table:
         data = self.cfg.data
@@ -92,10 +89,8 @@ class SpeechRecognition(Task):
 
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """Rows from any table-shaped source: a transcript and a readable clip."""
-        path = row.get("audio")
-        if not isinstance(path, str) or not path.strip():
-            raise RowError(self._column("audio"), "expected an audio file path")
-        return audio_row(Path(path), self.cfg.audio.max_seconds, "", **self._fields(row))
+        return audio_input_row(row, self._column("audio"), self.cfg.audio.max_seconds,
+                               self._fields)
 
     def row_key(self, row: dict[str, Any]) -> Hashable:
         return row["fingerprint"]
