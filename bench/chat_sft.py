@@ -21,6 +21,12 @@ over the dense fp32 matmul rate measured in the same run. LoRA runs also give
 `mfu_counting_adapters`, which adds the adapters' own 6 FLOPs a parameter.
 Results: bench/results/chat_sft.json.
 
+On a machine with a CUDA GPU every run trains there instead (finetunekit through Accelerate, TRL
+without `use_cpu`), the matmul rate is the GPU's in the run's precision, and each run adds
+`peak_gpu_mb` (the allocator's peak) beside its peak RSS; write such results to another file
+(--out), since the issue's targets are for the CPU job. --tokenizer takes a folder holding
+SmolLM2's tokenizer where the built-in weights package is not installed.
+
     python bench/chat_sft.py            # the full bench (38 to 42 minutes on 2 CPU cores)
     python bench/chat_sft.py --quick    # a tiny model, a few steps: checks the bench still runs
 
@@ -47,7 +53,7 @@ WORDS = ("the order ships from our warehouse to the customer and arrives on time
 
 
 def matmul_gflops(threads: int, size: int = 1024, repeat: int = 10, rounds: int = 5,
-                  dtype: str = "fp32") -> float:
+                  dtype: str = "fp32", device: str = "cpu") -> float:
     """Dense matmul rate on this machine with these threads, in fp32 or bf16: the MFU
     denominator of the runs in that precision. The best of several rounds: on a shared host one
     round varies by 30% (134 to 190 GFLOP/s in five back-to-back rounds), and the peak rate is
@@ -56,13 +62,21 @@ def matmul_gflops(threads: int, size: int = 1024, repeat: int = 10, rounds: int 
 
     torch.set_num_threads(threads)
     kind = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+    size = size if device == "cpu" else 8192  # a GPU needs a large product to reach its rate
+    a, b = (torch.randn(size, size, dtype=kind, device=device) for _ in range(2))
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     a @ b
+    sync()
     best = 0.0
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(repeat):
             a @ b
+        sync()
         best = max(best, 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9)
     return best
 
@@ -183,7 +197,8 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
     config = SFTConfig(
         output_dir=str(folder / name), max_length=args.max_length, packing=packing,
         per_device_train_batch_size=args.rows, max_steps=args.steps, logging_steps=1,
-        learning_rate=2e-4 if lora else 5e-5, save_strategy="no", report_to=[], use_cpu=True,
+        learning_rate=2e-4 if lora else 5e-5, save_strategy="no", report_to=[],
+        use_cpu=not torch.cuda.is_available(),
         warmup_steps=0, dataset_num_proc=None, seed=0, dataloader_num_workers=0,
         # SFTConfig defaults to bf16=True, which on a CPU with bf16 instructions autocasts the
         # matmuls to bf16; the bench's job is fp32 on both sides (issue 4), bf16 only for _bf16.
@@ -232,6 +247,10 @@ def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, con
                            args.attn_len)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     extra = {}
+    import torch
+
+    if torch.cuda.is_available():
+        extra["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     if n_adapter:
         with_adapters = flops_per_token(n_params, lora, config.num_hidden_layers,
                                         config.hidden_size, args.attn_len, n_adapter)
@@ -270,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--attn-len", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--tokenizer", default="builtin:smollm2-135m-instruct",
+                        help="SmolLM2's tokenizer: the built-in, or a folder holding it")
     args = parser.parse_args(argv)
     args.steps = args.steps or (3 if args.quick else 8)  # 8: all seven runs in about 40 min
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -283,15 +304,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     from finetunekit.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:smollm2-135m-instruct"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
     out = Path(args.out)
-    gflops = round(matmul_gflops(args.threads), 2)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gflops = round(matmul_gflops(args.threads, device=device), 2)
     # a subset of runs (--runs) updates those entries of an existing results file
     subset = set(args.runs.split(",")) != set(RUNS)
     results: dict = json.loads(out.read_text()) if subset and out.is_file() else {}
     results["matmul_gflops"] = results.get("matmul_gflops", gflops)
+    results["device"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     if any(_precision(run) == "bf16" for run in args.runs.split(",")):
-        results["matmul_gflops_bf16"] = round(matmul_gflops(args.threads, dtype="bf16"), 2)
+        results["matmul_gflops_bf16"] = round(matmul_gflops(args.threads, dtype="bf16",
+                                                            device=device), 2)
     with tempfile.TemporaryDirectory(prefix="chat-sft-bench-") as tmp:
         folder = Path(tmp)
         n = 64 if args.quick else 2000

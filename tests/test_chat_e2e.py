@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from chat_fixtures import needs_smollm2
+from chat_fixtures import needs_smollm2_weights
 
 from finetunekit.cli import main as cli_main
 from finetunekit.run import train
 
-pytestmark = [needs_smollm2, pytest.mark.slow]
+pytestmark = [needs_smollm2_weights, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "orders.yaml"
 
 

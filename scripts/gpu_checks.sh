@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, which CI never has: run them on a GPU machine, with the
+# package importable (PYTHONPATH=src or installed) and its dependencies present.
+#
+#   scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]
+#
+# 1. The tests of the GPU paths, slow ones included: bf16 autocast with SDPA, torch.compile
+#    (inductor's Triton kernels), packed chat rows against the same examples alone, the folded
+#    LoRA layer, activation checkpointing, exact resume and the chat export.
+# 2. The chat bench in bf16 on the GPU, finetunekit against TRL (bench/chat_sft.py), written to
+#    OUT_FOLDER/chat_sft_gpu.json.
+# 3. The rest of the fast suite, on the GPU wherever a test trains.
+# Every step has its own time limit so one stuck step cannot take the others' time; a chat test
+# without the SmolLM2 weights package reads its tokenizer from FINETUNEKIT_TEST_SMOLLM2.
+set -u
+out=${1:?usage: scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]}
+tokenizer=${2:-builtin:smollm2-135m-instruct}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi -L
+python3 -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__,
+torch.cuda.get_device_name(0), 'transformers', transformers.__version__, 'peft',
+peft.__version__, 'accelerate', accelerate.__version__)"
+
+GPU_PATHS="tests/test_gpu_switches.py tests/test_chat_packing.py tests/test_chat_masks.py
+  tests/test_chat_export.py tests/test_lora_linear.py tests/test_activation_checkpointing.py
+  tests/test_resume_families.py tests/test_loop.py"
+echo "== 1. GPU paths"
+# shellcheck disable=SC2086
+timeout "${STEP1_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 4 -rs $GPU_PATHS \
+  --junitxml="$out/gpu_paths.xml" >"$out/step1.log" 2>&1
+tail -40 "$out/step1.log"  # through a file: a pipe would wait on xdist workers a timeout left
+
+echo "== 2. chat bench, bf16 on the GPU"
+timeout "${STEP2_S:-200}" python3 bench/chat_sft.py --steps 30 --warmup 5 \
+  --tokenizer "$tokenizer" --out "$out/chat_sft_gpu.json" \
+  --runs finetunekit_full_bf16,finetunekit_lora_bf16,trl_default_full_bf16,trl_packing_full_bf16,trl_default_lora_bf16,trl_packing_lora_bf16,finetunekit_full_nogc_bf16 \
+  >"$out/step2.log" 2>&1
+grep -v Warning "$out/step2.log" | tail -20
+
+echo "== 3. the rest of the fast suite"
+ignores=$(for f in $GPU_PATHS; do printf -- '--ignore=%s ' "$f"; done)
+# shellcheck disable=SC2086
+timeout "${STEP3_S:-120}" python3 -m pytest -q -p no:cacheprovider -n 8 -m "not slow" $ignores \
+  tests --junitxml="$out/fast_suite.xml" >"$out/step3.log" 2>&1
+tail -30 "$out/step3.log"
