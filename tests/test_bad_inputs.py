@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from finetunekit.cli import main
@@ -74,7 +75,8 @@ CONFIG_CASES = [
     ("unknown_builtin.yaml", "'builtin:gpt-5' is not a built-in model (available: minilm"),
     ("model_folder_not_hf.yaml", "has no config.json (not a Hugging Face folder)"),
     ("model_path_missing.yaml", "model './no/such/model/folder': no such folder"),
-    ("fp16_on_cpu.yaml", "train.precision: fp16 needs a GPU"),
+    pytest.param("fp16_on_cpu.yaml", "train.precision: fp16 needs a GPU", id="fp16_on_cpu.yaml",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU takes fp16")),
     ("no_eval_split.yaml", "no held-out rows to evaluate on"),
 ]
 
@@ -112,7 +114,8 @@ def test_bad_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], file:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("file, expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize("file, expected", CONFIG_CASES,
+                         ids=[c[0] if isinstance(c, tuple) else c.id for c in CONFIG_CASES])
 def test_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                     file: str, expected: str) -> None:
     monkeypatch.chdir(tmp_path)  # any run directory would appear here
