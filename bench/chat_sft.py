@@ -180,7 +180,9 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
 
     lora, packing = "lora" in name, "packing" in name
     tokenizer = AutoTokenizer.from_pretrained(folder / "model")
-    model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
+    # no Hub kernels (transformers' default), as on our side: on a GPU they are fetched online
+    model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32,
+                                                 use_kernels=False)
     data = load_dataset("json", data_files=str(folder / "train.jsonl"), split="train")
     times, tokens, losses = [], [], []
 

@@ -95,7 +95,8 @@ def run_hf_trainer(settings: dict, model_path: str, workdir: Path) -> dict:
 
     set_seed(settings["seed"])
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
+        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index,
+        use_kernels=False)  # as finetunekit loads it: no Hub kernels (fetched online on a GPU)
     args = TrainingArguments(
         output_dir=str(workdir / "hf"), per_device_train_batch_size=settings["batch_size"],
         per_device_eval_batch_size=64, num_train_epochs=settings["epochs"],

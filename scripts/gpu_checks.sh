@@ -10,7 +10,8 @@
 # 2. The chat bench in bf16 on the GPU, finetunekit against TRL (bench/chat_sft.py), written to
 #    OUT_FOLDER/chat_sft_gpu.json.
 # 3. The rest of the fast suite, on the GPU wherever a test trains.
-# Every step has its own time limit so one stuck step cannot take the others' time; a chat test
+# Every step has its own time limit (STEP1_S, STEP2_S, STEP3_S; BENCH_RUNS and BENCH_STEPS
+# narrow the bench) so one stuck step cannot take the others' time; a chat test
 # without the SmolLM2 weights package reads its tokenizer from FINETUNEKIT_TEST_SMOLLM2.
 set -u
 out=${1:?usage: scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]}
@@ -32,9 +33,10 @@ timeout "${STEP1_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 4 -rs $GPU
 tail -40 "$out/step1.log"  # through a file: a pipe would wait on xdist workers a timeout left
 
 echo "== 2. chat bench, bf16 on the GPU"
-timeout "${STEP2_S:-200}" python3 bench/chat_sft.py --steps 30 --warmup 5 \
-  --tokenizer "$tokenizer" --out "$out/chat_sft_gpu.json" \
-  --runs finetunekit_full_bf16,finetunekit_lora_bf16,trl_default_full_bf16,trl_packing_full_bf16,trl_default_lora_bf16,trl_packing_lora_bf16,finetunekit_full_nogc_bf16 \
+runs=finetunekit_full_bf16,finetunekit_lora_bf16,trl_default_full_bf16,trl_packing_full_bf16
+runs=$runs,trl_default_lora_bf16,trl_packing_lora_bf16,finetunekit_full_nogc_bf16
+timeout "${STEP2_S:-200}" python3 bench/chat_sft.py --steps "${BENCH_STEPS:-30}" --warmup 5 \
+  --tokenizer "$tokenizer" --out "$out/chat_sft_gpu.json" --runs "${BENCH_RUNS:-$runs}" \
   >"$out/step2.log" 2>&1
 grep -v Warning "$out/step2.log" | tail -20
 

@@ -104,5 +104,8 @@ def test_predict_uses_training_system_prompt(lora_run):
     from finetunekit.run import predict
 
     out = predict(lora_run.dir, ["Order 5 lamps"])
+    from finetunekit.run import load_run
+
+    assert load_run(lora_run.dir)[3].use_kernels is False  # no Hub kernels (test_offline_loading)
     assert out[0]["input"] == "Order 5 lamps" and isinstance(out[0]["output"], str)
     assert not (lora_run.dir / "model" / "finetunekit_chat.json").exists()  # no shared system

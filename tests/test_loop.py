@@ -22,6 +22,18 @@ def make_data(n: int = 64, seed: int = 0) -> list[dict]:
     return [{"x": x[i], "y": y[i], "where": f"toy:{i + 1}"} for i in range(n)]
 
 
+@pytest.fixture(autouse=True)
+def cpu_accelerator_state():
+    """These tests run the loop on CPU, where its arithmetic is exact. Accelerate's process-wide
+    state refuses `cpu=True` once an earlier test in the same process set it up on a GPU, so it
+    is cleared around each test here."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def collate(examples: list[dict]) -> dict:
     return {"x": torch.stack([e["x"] for e in examples]), "y": torch.stack([e["y"] for e in examples]),
             "num_items": len(examples), "_where": [e["where"] for e in examples]}

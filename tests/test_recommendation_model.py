@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from finetunekit import config as config_mod
-from finetunekit.models import resolve_model
 from finetunekit.run import evaluate_run, load_run, predict, read_splits, train
 from finetunekit.tasks import get_task
 
@@ -21,17 +19,10 @@ BAD = Path(__file__).parent / "data" / "bad" / "recommendation"
 COLUMNS = {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random 2-layer BERT with the MiniLM tokenizer (no download, seconds to train)."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin:minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+@pytest.fixture()
+def tiny_model(tiny_bert: Path) -> Path:
+    """conftest's random 2-layer BERT with the MiniLM tokenizer (no download, seconds to train)."""
+    return tiny_bert
 
 
 def make_cfg(model: Path, output: Path | None = None, **rec: object):

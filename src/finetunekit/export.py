@@ -36,7 +36,7 @@ def _merge_adapter(run_dir: Path, tmp: Path) -> None:
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     from . import config as config_mod
-    from .models import resolve_model
+    from .models import NO_HUB_KERNELS, resolve_model
 
     cfg = config_mod.validate(yaml.safe_load((run_dir / "config.yaml").read_text()),
                               source=str(run_dir / "config.yaml"))
@@ -48,7 +48,7 @@ def _merge_adapter(run_dir: Path, tmp: Path) -> None:
     if not base or not Path(base).is_dir():  # the cache moved: resolve the config's model again
         base = resolve_model(cfg.model)
     model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+        base, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code, **NO_HUB_KERNELS
     )
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     if (run_dir / "model" / "generation_config.json").is_file():

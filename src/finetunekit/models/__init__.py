@@ -1,5 +1,5 @@
 """Where a pre-trained model comes from: a local folder, a hub id, or a built-in offline name."""
 
-from .resolve import resolve_model
+from .resolve import NO_HUB_KERNELS, resolve_model
 
-__all__ = ["resolve_model"]
+__all__ = ["NO_HUB_KERNELS", "resolve_model"]

@@ -48,12 +48,14 @@ def convert(dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from .resolve import NO_HUB_KERNELS
+
     pkg_dir = package_dir()
     dest = Path(dest)
 
     tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=GGUF_NAME)
     gguf_model = AutoModelForCausalLM.from_pretrained(
-        pkg_dir, gguf_file=GGUF_NAME, dtype=torch.float32
+        pkg_dir, gguf_file=GGUF_NAME, dtype=torch.float32, **NO_HUB_KERNELS
     )
     config = gguf_model.config
     for key in _CONFIG_LEFTOVERS:

@@ -8,6 +8,12 @@ from ..errors import UserError
 from .builtin import get_builtin
 from .cache import cached_folder
 
+# transformers 5 loads a model with `use_kernels=True` by default, and its first .train() or
+# .eval() on a GPU then fetches kernels (code) from the Hub: offline that fails, online it runs
+# code nobody reviewed. Every model finetunekit loads passes these options, so nothing but the
+# model's own folder is read at run time (seen on an H200 with the `kernels` package installed).
+NO_HUB_KERNELS: dict = {"use_kernels": False}
+
 
 def resolve_model(spec: str, base_dir: Path | None = None) -> str:
     """`builtin:NAME` -> cached folder; an existing path -> that folder; else a hub id.

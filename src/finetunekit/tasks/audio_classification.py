@@ -27,6 +27,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from ..data.audio import audio_input_row, load_audio, read_audio_folder, read_audio_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
+from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text
 
 
@@ -95,7 +96,7 @@ class AudioClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self._setup(AutoFeatureExtractor.from_pretrained(model_dir))
-        model = AutoModelForAudioClassification.from_pretrained(model_dir)
+        model = AutoModelForAudioClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return model
 

@@ -18,6 +18,7 @@ import torch
 from ..config import Config
 from ..data.readers import Table, read_table
 from ..memory import bound_cpu_memory
+from ..models import NO_HUB_KERNELS
 
 
 @dataclass
@@ -55,8 +56,10 @@ class Task(ABC):
     @property
     def model_kwargs(self) -> dict[str, Any]:
         """`from_pretrained` options every task passes for the base model: remote code only when
-        the user allows it, and the attention implementation when one is chosen."""
-        kwargs: dict[str, Any] = {"trust_remote_code": self.cfg.trust_remote_code}
+        the user allows it, no kernels fetched from the Hub, and the attention implementation
+        when one is chosen."""
+        kwargs: dict[str, Any] = {"trust_remote_code": self.cfg.trust_remote_code,
+                                  **NO_HUB_KERNELS}
         if self.cfg.train.attention != "auto":
             kwargs["attn_implementation"] = self.cfg.train.attention
         return kwargs

@@ -26,6 +26,7 @@ import torch
 from ..data.readers import WHERE
 from ..errors import UserError
 from ..evaluate.generation import generation_metrics
+from ..models import NO_HUB_KERNELS
 from ..training.losses import IGNORE, causal_lm_loss_sum
 from .base import EvalResult, Task
 from .chat_encode import Encoded, encode_row, prompt_and_target, prompt_ids, render_loss
@@ -118,7 +119,8 @@ class ChatSFT(Task):
         sidecar = Path(model_dir) / SIDECAR
         if sidecar.is_file():
             self.system_prompt = json.loads(sidecar.read_text()).get("system_prompt")
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                    **NO_HUB_KERNELS)
 
     # --- encoding -------------------------------------------------------------------------
     def _encode_all(self, rows: list[dict[str, Any]]) -> list[Encoded]:

@@ -25,6 +25,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from ..data.images import image_row, load_image, read_image_folder, read_image_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
+from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text
 
 
@@ -158,7 +159,7 @@ class ImageClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self._setup_processor(AutoImageProcessor.from_pretrained(model_dir))
-        model = AutoModelForImageClassification.from_pretrained(model_dir)
+        model = AutoModelForImageClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return model
 

@@ -68,6 +68,7 @@ from ..data.interactions import (
 from ..data.readers import WHERE, Table
 from ..errors import UserError
 from ..evaluate.ranking import paired_gain, score_and_rank
+from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 from .padding import pad_ids
 
@@ -186,7 +187,7 @@ class Recommendation(Task):
             if not (model_dir / name).is_file():
                 raise UserError(f"{model_dir}: no {name} (not a recommendation model folder)")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModel.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir, **NO_HUB_KERNELS)
         items = json.loads((model_dir / ITEMS_FILE).read_text(encoding="utf-8"))
         self.catalogue = Catalogue(items["ids"], items["texts"], items["titles"])
         self.users = json.loads((model_dir / USERS_FILE).read_text(encoding="utf-8"))

@@ -28,6 +28,7 @@ from ..data.audio import audio_input_row, load_audio, read_audio_table
 from ..data.readers import WHERE, RowError, Table, require_text
 from ..errors import UserError
 from ..evaluate.speech import NORMALIZATION, error_rates, example_wer, normalize_text
+from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 
 
@@ -136,7 +137,7 @@ class SpeechRecognition(Task):
         return model
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
-        model = WhisperForConditionalGeneration.from_pretrained(model_dir)
+        model = WhisperForConditionalGeneration.from_pretrained(model_dir, **NO_HUB_KERNELS)
         self._setup(WhisperProcessor.from_pretrained(model_dir), model)
         self.extra_eval = False  # `eval RUN --data FILE` scores that file only
         return model

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.readers import WHERE, RowError, require_text
+from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text  # noqa: F401 (re-exported)
 from .padding import pad_ids
 
@@ -60,7 +61,7 @@ class TextClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return model
 
