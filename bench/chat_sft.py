@@ -304,10 +304,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
+    from finetunekit.fileio import atomic_write_json
     from finetunekit.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
     out = Path(args.out)
+    partial = out.with_suffix(".partial.json")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gflops = round(matmul_gflops(args.threads, device=device), 2)
     # a subset of runs (--runs) updates those entries of an existing results file
@@ -343,8 +345,11 @@ def main(argv: list[str] | None = None) -> dict:
             results[name] = {**json.loads(result_file.read_text()), "matmul_gflops": rate}
             print(f"{name}: {results[name]} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+            # the runs so far, beside the results file: a bench stopped by a time limit keeps
+            # them, and an earlier complete file is not replaced by a partial one
+            atomic_write_json(partial, results)
+    atomic_write_json(out, results)
+    partial.unlink(missing_ok=True)
     return results
 
 

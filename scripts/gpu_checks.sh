@@ -28,9 +28,11 @@ GPU_PATHS="tests/test_gpu_switches.py tests/test_chat_packing.py tests/test_chat
   tests/test_resume_families.py tests/test_loop.py"
 echo "== 1. GPU paths"
 # shellcheck disable=SC2086
-timeout "${STEP1_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 4 -rs $GPU_PATHS \
+# -v: each test's outcome is in the log as it ends, also when the time limit cuts the run short
+timeout "${STEP1_S:-240}" python3 -m pytest -v -p no:cacheprovider -n 4 -rfEs $GPU_PATHS \
   --junitxml="$out/gpu_paths.xml" >"$out/step1.log" 2>&1
-tail -40 "$out/step1.log"  # through a file: a pipe would wait on xdist workers a timeout left
+grep -E "FAILED|ERROR" "$out/step1.log" | head -20  # through a file: a pipe would wait on
+tail -30 "$out/step1.log"                          # the xdist workers a time limit left
 
 echo "== 2. chat bench, bf16 on the GPU"
 runs=finetunekit_full_bf16,finetunekit_lora_bf16,trl_default_full_bf16,trl_packing_full_bf16
@@ -43,6 +45,7 @@ grep -v Warning "$out/step2.log" | tail -20
 echo "== 3. the rest of the fast suite"
 ignores=$(for f in $GPU_PATHS; do printf -- '--ignore=%s ' "$f"; done)
 # shellcheck disable=SC2086
-timeout "${STEP3_S:-120}" python3 -m pytest -q -p no:cacheprovider -n 8 -m "not slow" $ignores \
+timeout "${STEP3_S:-120}" python3 -m pytest -v -p no:cacheprovider -n 8 -rfEs -m "not slow" $ignores \
   tests --junitxml="$out/fast_suite.xml" >"$out/step3.log" 2>&1
+grep -E "FAILED|ERROR" "$out/step3.log" | head -20
 tail -30 "$out/step3.log"
