@@ -27,7 +27,6 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from ..data.audio import audio_input_row, load_audio, read_audio_folder, read_audio_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
-from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text
 
 
@@ -78,17 +77,9 @@ class AudioClassification(ClassificationTask):
                             f"{self.rate} Hz, not {wanted} (clips are resampled to it)")
 
     def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
-        self.labels = sorted({r["label"] for r in train_rows})
         remote = self.cfg.trust_remote_code
         self._setup(AutoFeatureExtractor.from_pretrained(model_path, trust_remote_code=remote))
-        model = AutoModelForAudioClassification.from_pretrained(
-            model_path,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={name: i for i, name in enumerate(self.labels)},
-            ignore_mismatched_sizes=True,
-            **self.model_kwargs,
-        )
+        model = self._load_with_new_head(AutoModelForAudioClassification, model_path, train_rows)
         if self.cfg.audio.freeze_encoder:  # before the optimizer is built: only the head in it
             backbone(model).requires_grad_(False)
         self.cacheable = _takes_encoder_outputs(model)
@@ -96,9 +87,7 @@ class AudioClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self._setup(AutoFeatureExtractor.from_pretrained(model_dir))
-        model = AutoModelForAudioClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return model
+        return self._load_tuned_with_head(AutoModelForAudioClassification, model_dir)
 
     # --- training -------------------------------------------------------------------------
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from ..data.readers import WHERE, RowError
 from ..errors import UserError
 from ..evaluate.classification import classification_metrics
+from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 
 
@@ -44,6 +46,26 @@ class ClassificationTask(Task):
 
     def row_label(self, row: dict[str, Any]) -> Hashable:
         return row["label"]
+
+    def _load_with_new_head(self, auto_class: Any, model_path: str,
+                            train_rows: list[dict[str, Any]]) -> torch.nn.Module:
+        """The pre-trained model with a fresh head over the training split's labels, whose names
+        go into the saved config (so a plain `pipeline` reports them)."""
+        self.labels = sorted({r["label"] for r in train_rows})
+        return auto_class.from_pretrained(
+            model_path,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={name: i for i, name in enumerate(self.labels)},
+            ignore_mismatched_sizes=True,
+            **self.model_kwargs,
+        )
+
+    def _load_tuned_with_head(self, auto_class: Any, model_dir: Path) -> torch.nn.Module:
+        """A tuned model; its label names come back from its config."""
+        model = auto_class.from_pretrained(model_dir, **NO_HUB_KERNELS)
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return model
 
     def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
         """A held-out label the model never trained on cannot be predicted: refuse (or skip) it."""

@@ -25,7 +25,6 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from ..data.images import image_row, load_image, read_image_folder, read_image_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
-from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text
 
 
@@ -140,18 +139,10 @@ class ImageClassification(ClassificationTask):
         if self.cfg.peft.method != "none":
             raise UserError("peft.method: image-classification trains the model fully "
                             "(use peft.method: none, or image.linear_probe: true for head only)")
-        self.labels = sorted({r["label"] for r in train_rows})
         remote = self.cfg.trust_remote_code
         self._setup_processor(AutoImageProcessor.from_pretrained(model_path,
                                                                  trust_remote_code=remote))
-        model = AutoModelForImageClassification.from_pretrained(
-            model_path,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={name: i for i, name in enumerate(self.labels)},
-            ignore_mismatched_sizes=True,
-            **self.model_kwargs,
-        )
+        model = self._load_with_new_head(AutoModelForImageClassification, model_path, train_rows)
         fix_batchnorm_momentum(model)
         if self.cfg.image.linear_probe:  # before the optimizer is built: only the head in it
             self.set_frozen(model, True)
@@ -159,9 +150,7 @@ class ImageClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self._setup_processor(AutoImageProcessor.from_pretrained(model_dir))
-        model = AutoModelForImageClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return model
+        return self._load_tuned_with_head(AutoModelForImageClassification, model_dir)
 
     def set_frozen(self, model: torch.nn.Module, frozen: bool) -> None:
         """Freeze (or unfreeze) everything but the head: the backbone is `model.base_model`."""

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.readers import WHERE, RowError, require_text
-from ..models import NO_HUB_KERNELS
 from .classification import ClassificationTask, label_text  # noqa: F401 (re-exported)
 from .padding import pad_ids
 
@@ -42,18 +41,11 @@ class TextClassification(ClassificationTask):
 
     # --- model ----------------------------------------------------------------------------
     def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
-        self.labels = sorted({r["label"] for r in train_rows})
         self.tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=self.cfg.trust_remote_code
         )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_path,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={name: i for i, name in enumerate(self.labels)},
-            ignore_mismatched_sizes=True,
-            **self.model_kwargs,
-        )
+        model = self._load_with_new_head(AutoModelForSequenceClassification, model_path,
+                                         train_rows)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
             model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -61,9 +53,7 @@ class TextClassification(ClassificationTask):
 
     def load_tuned(self, model_dir: Path) -> torch.nn.Module:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **NO_HUB_KERNELS)
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return model
+        return self._load_tuned_with_head(AutoModelForSequenceClassification, model_dir)
 
     # --- training -------------------------------------------------------------------------
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:
