@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,19 @@ def test_bf16_on_a_cpu_with_bf16_trains_under_autocast(tiny_config, tmp_path: Pa
     assert losses and all(math.isfinite(x) for x in losses)
     saved = load_file(str(run.model_dir / "model.safetensors"))
     assert all(t.dtype == torch.float32 for t in saved.values())
+
+
+def test_deterministic_kernels_are_set_per_run(tiny_config, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.deterministic turns torch's deterministic algorithms on for its run, and a later
+    run without it turns them off again: one run does not leave a process on slower kernels."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    tiny_config.train.max_steps = 1
+    seen = []
+    for deterministic in (True, False):
+        tiny_config.train.deterministic = deterministic
+        tiny_config.output = str(tmp_path / f"run-{deterministic}")
+        run_mod.train(tiny_config, progress=False)
+        seen.append(torch.are_deterministic_algorithms_enabled())
+    assert seen == [True, False]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

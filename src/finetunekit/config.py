@@ -73,6 +73,11 @@ class TrainConfig(Section):
     grad_accum: int = Field(default=1, gt=0)
     max_length: int = Field(default=128, gt=0)
     seed: int = 42
+    # true: deterministic kernels (torch.use_deterministic_algorithms, cuBLAS's fixed workspace),
+    # so on a GPU two runs, or a run and its resume, end with the same weights; slower there.
+    # CPU training is deterministic already (fixed threads, no atomics); ops without a
+    # deterministic version warn instead of failing
+    deterministic: bool = False
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)

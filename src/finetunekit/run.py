@@ -263,6 +263,17 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+def use_deterministic_kernels(on: bool) -> None:
+    """`train.deterministic`, for this run: each `train` call sets it, so a deterministic run
+    does not leave the rest of a process (a notebook, a sweep) on slower kernels. cuBLAS needs
+    its workspace fixed before its first call for reproducible GPU matmuls."""
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
 def _forget_other_run_state(mixed_precision: str, compile_backend: str) -> None:
     """Accelerate keeps one process-wide state. A second Accelerator with another mixed precision
     is refused, and one with another dynamo plugin silently keeps the first (so `train.compile`
@@ -339,6 +350,7 @@ def train(
         cfg.resume = resume
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    use_deterministic_kernels(cfg.train.deterministic)
     out = cfg.output_dir
     check_output_location(out)
     started = time.time()
