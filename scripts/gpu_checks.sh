@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, which CI never has: run them on a GPU machine, with the
-# package importable (PYTHONPATH=src or installed) and its dependencies present.
+# package importable (PYTHONPATH=src or installed) and its dependencies present
+# (scripts/gpu_wheels.sh fetches those a machine lacks).
 #
 #   scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]
 #
