@@ -11,8 +11,8 @@
 # 2. The chat bench in bf16 on the GPU, finetunekit against TRL (bench/chat_sft.py), written to
 #    OUT_FOLDER/chat_sft_gpu.json.
 # 3. The rest of the fast suite, on the GPU wherever a test trains.
-# Every step has its own time limit (STEP1_S, STEP2_S, STEP3_S; BENCH_RUNS and BENCH_STEPS
-# narrow the bench) so one stuck step cannot take the others' time; a chat test
+# Every step has its own time limit (STEP1_S, STEP2_S, STEP3_S: 240, 230 and 90 s, which fit one
+# 10-minute device call on an H200; BENCH_RUNS and BENCH_STEPS narrow the bench) so one stuck step cannot take the others' time; a chat test
 # without the SmolLM2 weights package reads its tokenizer from FINETUNEKIT_TEST_SMOLLM2.
 set -u
 out=${1:?usage: scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]}
@@ -38,7 +38,7 @@ tail -30 "$out/step1.log"                          # the xdist workers a time li
 echo "== 2. chat bench, bf16 on the GPU"
 runs=finetunekit_full_bf16,finetunekit_lora_bf16,trl_default_full_bf16,trl_packing_full_bf16
 runs=$runs,trl_default_lora_bf16,trl_packing_lora_bf16,finetunekit_full_nogc_bf16
-timeout "${STEP2_S:-200}" python3 bench/chat_sft.py --steps "${BENCH_STEPS:-30}" --warmup 5 \
+timeout "${STEP2_S:-230}" python3 bench/chat_sft.py --steps "${BENCH_STEPS:-20}" --warmup 5 \
   --tokenizer "$tokenizer" --out "$out/chat_sft_gpu.json" --runs "${BENCH_RUNS:-$runs}" \
   >"$out/step2.log" 2>&1
 grep -v Warning "$out/step2.log" | tail -20
@@ -46,7 +46,7 @@ grep -v Warning "$out/step2.log" | tail -20
 echo "== 3. the rest of the fast suite"
 ignores=$(for f in $GPU_PATHS; do printf -- '--ignore=%s ' "$f"; done)
 # shellcheck disable=SC2086
-timeout "${STEP3_S:-120}" python3 -m pytest -v -p no:cacheprovider -n 8 -rfEs -m "not slow" $ignores \
+timeout "${STEP3_S:-90}" python3 -m pytest -v -p no:cacheprovider -n 8 -rfEs -m "not slow" $ignores \
   tests --junitxml="$out/fast_suite.xml" >"$out/step3.log" 2>&1
 grep -E "FAILED|ERROR" "$out/step3.log" | head -20
 tail -30 "$out/step3.log"
