@@ -12,8 +12,9 @@
 #    OUT_FOLDER/chat_sft_gpu.json.
 # 3. The rest of the fast suite, on the GPU wherever a test trains.
 # Every step has its own time limit (STEP1_S, STEP2_S, STEP3_S: 240, 230 and 90 s, which fit one
-# 10-minute device call on an H200; BENCH_RUNS and BENCH_STEPS narrow the bench) so one stuck step cannot take the others' time; a chat test
-# without the SmolLM2 weights package reads its tokenizer from FINETUNEKIT_TEST_SMOLLM2.
+# 10-minute device call on an H200; BENCH_RUNS and BENCH_STEPS narrow the bench), so one stuck
+# step cannot take the others' time. A chat test without the SmolLM2 weights package reads its
+# tokenizer from FINETUNEKIT_TEST_SMOLLM2.
 set -u
 out=${1:?usage: scripts/gpu_checks.sh OUT_FOLDER [BENCH_TOKENIZER]}
 tokenizer=${2:-builtin:smollm2-135m-instruct}
