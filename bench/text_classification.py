@@ -12,6 +12,11 @@ means; each side's per-seed runs are kept under `runs`.
     python bench/text_classification.py --seeds 42      # one seed (about 13 minutes)
     python bench/text_classification.py --seeds 3,4,5 --add   # more seeds, added to the results
     python bench/text_classification.py --quick        # a few seconds, to keep the bench working
+
+An ablation changes finetunekit's side only, into a copy of the results (the Trainer's runs stay):
+    cp bench/results/text_classification.json /tmp/abl.json
+    python bench/text_classification.py --sides finetunekit --out /tmp/abl.json \
+        --set train.group_by_length=false --seeds 42,1,2,3
 """
 
 from __future__ import annotations
@@ -46,11 +51,12 @@ def read_rows(path: Path, limit: int | None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def run_finetunekit(settings: dict, model: str, workdir: Path) -> dict:
+def run_finetunekit(settings: dict, model: str, workdir: Path,
+                    overrides: list[str] | None = None) -> dict:
     import finetunekit
     from finetunekit import config as config_mod
 
-    cfg = config_mod.validate({
+    cfg = config_mod.validate(config_mod.apply_overrides({
         "task": "text-classification",
         "model": model,
         "data": {"train": str(DATA / "train.jsonl"), "test": str(DATA / "test.jsonl"),
@@ -60,7 +66,7 @@ def run_finetunekit(settings: dict, model: str, workdir: Path) -> dict:
                                            "warmup_ratio", "weight_decay")},
         "eval": {"baseline": False},
         "output": str(workdir / "finetunekit"),
-    })
+    }, overrides or []))
     run = finetunekit.train(cfg, progress=False)
     status = run.status
     return {
@@ -116,13 +122,13 @@ def run_hf_trainer(settings: dict, model_path: str, workdir: Path) -> dict:
             "accuracy": accuracy}
 
 
-def worker(name: str, settings: dict, out: Path) -> None:
+def worker(name: str, settings: dict, out: Path, overrides: list[str]) -> None:
     from finetunekit.models import resolve_model
 
     model = resolve_model("builtin:minilm")
     with tempfile.TemporaryDirectory() as tmp:
         if name == "finetunekit":
-            result = run_finetunekit(settings, "builtin:minilm", Path(tmp))
+            result = run_finetunekit(settings, "builtin:minilm", Path(tmp), overrides)
         else:
             result = run_hf_trainer(settings, model, Path(tmp))
     result["peak_rss_mb"] = peak_rss_mb()
@@ -142,14 +148,18 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the runs already in --out and add this invocation's to them")
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the finetunekit side, as `train --set` takes "
+                             "it (an ablation, into a copy of the results: see the top of this file)")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     seeds = [int(x) for x in args.seeds.split(",")] if not args.quick else [FULL["seed"]]
     if args.worker:
-        worker(args.worker, {**settings, "seed": seeds[0]}, args.worker_out)
+        worker(args.worker, {**settings, "seed": seeds[0]}, args.worker_out, args.set)
         return
 
-    results: dict = {"settings": {**settings, "seed": seeds}, "model": "builtin:minilm",
+    results: dict = {"settings": {**settings, "seed": seeds, "finetunekit_set": args.set},
+                     "model": "builtin:minilm",
                      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
     env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
     sides = args.sides.split(",")
@@ -167,6 +177,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(out),
                        "--seeds", str(seed)]
                 cmd += ["--quick"] if args.quick else []
+                cmd += [f"--set={item}" for item in args.set]
                 subprocess.run(cmd, check=True, env=env)
                 side.append({"seed": seed, **json.loads(out.read_text())})
                 print(name, side[-1], flush=True)
