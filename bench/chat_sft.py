@@ -6,8 +6,10 @@ SmolLM2-135M-shaped random-init Llama in fp32 on CPU, 8 rows per step, max_lengt
   finetunekit_full, finetunekit_lora, finetunekit_full_gc   (finetunekit's own loop and task)
   trl_default_full, trl_packing_full, trl_default_lora, trl_packing_lora   (SFTTrainer)
 
-finetunekit runs use our defaults (selective activation checkpointing for chat); a name ending in
-_gc forces full checkpointing, _sel selective, _nogc none (e.g. --runs finetunekit_lora_nogc).
+finetunekit runs use our defaults (for chat: selective activation checkpointing for full
+fine-tuning; none for LoRA, with the lean norm and MLP layers, where that fits a quarter of the
+memory); a name ending in _gc forces full checkpointing, _sel selective, _nogc none (e.g.
+--runs finetunekit_lora_sel).
 Every run is fp32, TRL's too: SFTConfig's own default is bf16=True, which on a CPU with bf16
 instructions autocasts TRL's matmuls to bf16, a different job. A name ending in _bf16 (after any
 of the suffixes above) runs that side under bf16 autocast instead, with its MFU taken against a

@@ -87,9 +87,11 @@ class TrainConfig(Section):
     packing: bool = False
     # true: full checkpointing (least memory; a second forward in backward). selective: keeps
     # matmul and attention outputs, recomputes norms, activations and LoRA's low-rank products
-    # (chat bench, LoRA: 96% of no checkpointing's speed at 70% of its peak memory; 1.3x the
-    # speed of full checkpointing). auto: selective for chat, off for the other tasks;
-    # resolved at load, so the saved config shows the value used
+    # (chat bench, full fine-tuning: 1.3x the speed of full checkpointing at 1.6x its memory).
+    # auto: off for the other tasks; for chat, selective, except LoRA with the lean layers
+    # (chat.lean_layers), which trains without checkpointing when that is estimated to take at
+    # most a quarter of the device's memory (ChatSFT.checkpointing). Resolved before the run's
+    # config is written, so the saved config shows the value used
     gradient_checkpointing: bool | Literal["auto", "selective"] = "auto"
     # attention kernel: auto = transformers' default (SDPA where the model has it); eager;
     # flash_attention_2 / flash_attention_3 need a GPU and the flash-attn package
@@ -117,6 +119,9 @@ class ChatConfig(Section):
     template: str | None = None  # a Jinja file; None: the tokenizer's own chat template
     assistant_only_loss: bool = True
     chunked_loss: bool = True
+    # RMSNorm and SwiGLU MLP layers that keep fewer tensors for backward (same math; see
+    # training/lean_layers.py); off under train.compile, whose fused kernels save their own
+    lean_layers: bool = True
 
 
 class ImageConfig(Section):
@@ -188,8 +193,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _resolve_auto(self) -> Config:
-        if self.train.gradient_checkpointing == "auto":
-            self.train.gradient_checkpointing = "selective" if self.task == "chat" else False
+        if self.train.gradient_checkpointing == "auto" and self.task != "chat":
+            self.train.gradient_checkpointing = False  # chat's depends on the model: see above
         return self
 
     def path(self, value: str) -> Path:

@@ -124,8 +124,12 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     }
     section = TASK_SECTION.get(cfg.task)
     if section:  # the task's own settings (template, augmentation, ...) shape batches too
-        fp[section] = getattr(cfg, section).model_dump(mode="json")
+        fp[section] = getattr(cfg, section).model_dump(mode="json", exclude=RESUMABLE_ACROSS)
     return fp
+
+
+# task settings that change how a step runs, not what it computes: a resume may change them
+RESUMABLE_ACROSS = {"lean_layers"}
 
 
 TASK_SECTION = {"chat": "chat", "image-classification": "image", "speech-recognition": "audio",
@@ -227,14 +231,26 @@ def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
 
 
 # --- the run ------------------------------------------------------------------------------
+def resolve_checkpointing(model: Any, cfg: Config, task: Task) -> None:
+    """Settle `train.gradient_checkpointing: auto`, which for chat depends on the model."""
+    if cfg.train.gradient_checkpointing == "auto":
+        cfg.train.gradient_checkpointing = task.checkpointing(model)
+
+
 def prepare_for_training(model: Any, cfg: Config, task: Task) -> Any:
-    """Gradient checkpointing and adapters, as `train` and `plan` both set them up."""
+    """Gradient checkpointing, adapters and the task's lean layers, as `train` and `plan` both
+    set them up."""
     from .training.activation_checkpointing import set_activation_checkpointing
+    from .training.lean_layers import use_lean_layers
     from .training.peft_setup import apply_peft
 
+    resolve_checkpointing(model, cfg, task)
     if cfg.train.gradient_checkpointing:
         set_activation_checkpointing(model, cfg.train.gradient_checkpointing)
-    return apply_peft(model, cfg.peft, task.peft_task_type)
+    model = apply_peft(model, cfg.peft, task.peft_task_type)
+    if task.lean_layers:
+        use_lean_layers(model)
+    return model
 
 
 def training_data(cfg: Config, task: Task, rows: list[dict]) -> Any:
@@ -375,6 +391,7 @@ def train(
     except (OSError, ValueError, ImportError) as err:  # missing files, unsupported attention, ...
         raise UserError(f"model '{cfg.model}': could not load ({str(err).splitlines()[0]})") from None
     model.to(accelerator.device)
+    resolve_checkpointing(model, cfg, task)  # before the config is written
 
     resuming = bool(cfg.resume) and (out / "checkpoints").is_dir()
     if accelerator.is_main_process:  # with several processes, only rank 0 writes

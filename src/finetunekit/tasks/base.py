@@ -47,6 +47,15 @@ class Task(ABC):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
+    @property
+    def lean_layers(self) -> bool:
+        """Whether training swaps in the memory-lean norm and MLP layers (training/lean_layers)."""
+        return False
+
+    def checkpointing(self, model: torch.nn.Module) -> bool | str:
+        """What `train.gradient_checkpointing: auto` means for this task and loaded model."""
+        return False
+
     def bound_cpu_memory(self) -> None:
         """Set up CPU memory for this task's batches before training or planning: only varied
         shapes need bounding, at the task's own mmap threshold."""

@@ -1,0 +1,151 @@
+"""Lean RMSNorm and SwiGLU layers: the model's own math with fewer tensors kept for backward.
+
+Why: they replace modules of a transformers model during training, so they must give the same
+outputs and gradients as the modules they replace (a wrong backward would train a different
+model without any error), keep saving, adapters and state-dict keys as they were, leave alone
+modules whose math differs, and actually keep less, which is their reason to exist and what
+lets chat LoRA train without checkpointing by default.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from finetunekit.config import validate
+from finetunekit.plan import saved_activation_bytes
+from finetunekit.tasks.chat import ChatSFT
+from finetunekit.training.lean_layers import (
+    LeanRMSNorm,
+    LeanSwiGLUMLP,
+    lean_activation_bytes,
+    use_lean_layers,
+)
+
+IDS = torch.randint(0, 97, (2, 19), generator=torch.Generator().manual_seed(3))
+
+
+def decoder(kind: str = "llama") -> torch.nn.Module:
+    """A random 2-layer decoder whose norm weights are not all ones (so they matter)."""
+    import transformers
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    config_cls, model_cls = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
+                             "gemma": ("GemmaConfig", "GemmaForCausalLM")}[kind]
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**shape))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return model.train()
+
+
+def loss_and_grads(model: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    loss = model(input_ids=IDS, labels=IDS).loss
+    loss.backward()
+    return loss.detach(), [p.grad for p in model.parameters() if p.requires_grad]
+
+
+def test_same_loss_gradients_and_keys_as_the_model_own_layers() -> None:
+    model = decoder()
+    lean = copy.deepcopy(model)
+    assert use_lean_layers(lean) == 2 * 3 + 1  # two norms and an MLP a layer, the final norm
+    assert isinstance(lean.model.layers[0].mlp, LeanSwiGLUMLP)
+    assert isinstance(lean.model.norm, LeanRMSNorm)
+    assert list(lean.state_dict()) == list(model.state_dict())
+    want_loss, want = loss_and_grads(model)
+    got_loss, got = loss_and_grads(lean)
+    assert torch.equal(want_loss, got_loss)  # the forward is the same ops in the same order
+    for a, b in zip(want, got, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (a - b).abs().max()
+
+
+def test_with_lora_keeps_less_for_backward_and_the_same_gradients() -> None:
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    def with_lora() -> torch.nn.Module:
+        return get_peft_model(decoder(), LoraConfig(r=4, target_modules="all-linear",
+                                                    task_type="CAUSAL_LM",
+                                                    init_lora_weights=False))
+
+    model, lean = with_lora(), with_lora()
+    assert use_lean_layers(lean) == 7
+    # the projections stay peft's layers inside the lean MLP: adapters save as before
+    assert list(get_peft_model_state_dict(lean)) == list(get_peft_model_state_dict(model))
+    _, want = loss_and_grads(model)
+    _, got = loss_and_grads(lean)
+    for a, b in zip(want, got, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (a - b).abs().max()
+
+    # with frozen norm weights the norms keep the same either way; each MLP keeps one
+    # [tokens, intermediate] tensor less (silu(gate))
+    assert saved_bytes(model) - saved_bytes(lean) == 2 * 96 * IDS.numel() * 4
+
+
+def saved_bytes(model: torch.nn.Module) -> int:
+    def loss_fn(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return m(input_ids=batch["ids"], labels=batch["ids"]).loss
+
+    return saved_activation_bytes(model, loss_fn, {"ids": IDS})
+
+
+def test_full_fine_tuning_keeps_less_in_norms_too() -> None:
+    model = decoder()
+    lean = copy.deepcopy(model)
+    use_lean_layers(lean)
+    # trained norm weights: each norm also drops its normalized input (hidden), the final too
+    per_token = 2 * (2 * 64 + 96) + 64
+    assert saved_bytes(model) - saved_bytes(lean) == per_token * IDS.numel() * 4
+
+
+def test_a_norm_with_other_math_keeps_its_module() -> None:
+    model = decoder("gemma")  # (1 + w) norms and a GELU MLP: neither is swapped
+    before = model(input_ids=IDS).logits
+    assert use_lean_layers(model) == 0
+    assert torch.equal(model(input_ids=IDS).logits, before)
+
+
+def test_input_the_fast_path_does_not_cover_runs_the_original_module() -> None:
+    norm = decoder().model.norm
+    lean = LeanRMSNorm(norm, norm.variance_epsilon)
+    x = torch.randn(2, 5, 64).to(torch.bfloat16)
+    assert torch.equal(lean(x), norm(x))
+
+
+def test_estimate_counts_what_a_layer_keeps() -> None:
+    config = decoder().config
+    per_layer = 7 * 64 + 2 * 2 * 16 + 3 * 96
+    assert lean_activation_bytes(config, 10, 4) == (2 * per_layer + 64) * 10 * 4
+    assert lean_activation_bytes(object(), 10, 4) is None
+
+
+@pytest.mark.parametrize(("peft", "lean", "capacity_mb", "expected"), [
+    ("lora", True, 1e6, False),             # fits easily: no checkpointing
+    ("lora", True, 1e-3, "selective"),      # would not fit in a quarter of the device
+    ("lora", False, 1e6, "selective"),      # without the lean layers: selective
+    ("none", True, 1e6, "selective"),       # full fine-tuning: selective
+])
+def test_auto_checkpointing_for_chat(monkeypatch, peft, lean, capacity_mb, expected) -> None:
+    import finetunekit.tasks.chat as chat
+
+    monkeypatch.setattr(chat, "device_capacity_mb", lambda: capacity_mb)
+    cfg = validate({"task": "chat", "model": "m", "data": {"train": "t.jsonl"},
+                    "peft": {"method": peft}, "chat": {"lean_layers": lean}})
+    assert cfg.train.gradient_checkpointing == "auto"  # settled once the model is known
+    assert ChatSFT(cfg).checkpointing(decoder()) == expected
+    assert validate({"task": "text-classification", "model": "m", "data": {"train": "t.jsonl"}}
+                    ).train.gradient_checkpointing is False
+
+
+def test_switching_lean_layers_does_not_block_a_resume() -> None:
+    from finetunekit.run import fingerprint
+
+    def chat(lean: bool) -> dict:
+        return fingerprint(validate({"task": "chat", "model": "m", "data": {"train": "t.jsonl"},
+                                     "chat": {"lean_layers": lean}}))
+
+    assert chat(True) == chat(False)  # the same computation, so the same checkpoint is valid
