@@ -87,7 +87,8 @@ class TrainConfig(Section):
     packing: bool = False
     # true: full checkpointing (least memory; a second forward in backward). selective: keeps
     # matmul and attention outputs, recomputes norms, activations and LoRA's low-rank products
-    # (chat bench, full fine-tuning: 1.3x the speed of full checkpointing at 1.6x its memory).
+    # (chat bench, full fine-tuning: 1.1-1.3x the speed of full checkpointing at 1.4-1.6x its
+    # memory, on two hosts).
     # auto: off for the other tasks; for chat, selective, except LoRA with the lean layers
     # (chat.lean_layers), which trains without checkpointing when that is estimated to take at
     # most a quarter of the device's memory (ChatSFT.checkpointing). Resolved before the run's

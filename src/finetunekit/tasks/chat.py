@@ -122,10 +122,10 @@ class ChatSFT(Task):
         """Selective checkpointing, except for LoRA with the lean layers when training without
         checkpointing is estimated to hold at most a quarter of the device's memory in
         activations (a micro-batch of max_length rows). Chat bench (SmolLM2-135M shape, LoRA,
-        8 x 512 tokens, fp32 CPU, same host and hour): none 338 tok/s at a 7,627 MiB peak,
-        selective 295 tok/s at 5,689 MiB; TRL's default (full checkpointing) peaked at 8,623
-        MiB. For bigger models or longer rows the estimate grows past the quarter, and
-        selective keeps the peak down."""
+        8 x 512 tokens, fp32 CPU, 2026-12-04): none 337 tok/s at a 7,614 MiB peak, selective
+        276 tok/s at 5,520 MiB; TRL's default (full checkpointing) peaked at 9,190 MiB. For
+        bigger models or longer rows the estimate grows past the quarter (a 7B model at
+        8 x 2,048 tokens: about 73 GB in bf16), and selective keeps the peak down."""
         if self.cfg.peft.method != "lora" or not self.lean_layers:
             return "selective"
         element = 2 if on_gpu() and self.cfg.train.precision != "fp32" else 4
