@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 
 from finetunekit.config import TrainConfig
-from finetunekit.training.batching import EpochBatchSampler, pack_best_fit
+from finetunekit.training.batching import EpochBatchSampler, PackedBatchSampler, pack_best_fit
 from finetunekit.training.loop import Diverged, Objective, TrainData, train_loop
 from finetunekit.training.metrics_log import MetricsLog
 
@@ -145,6 +145,30 @@ def test_length_grouped_batches_cover_every_example_once() -> None:
     random_order = EpochBatchSampler(lengths, 8, seed=1, group_by_length=False).batches()
     padded_random = sum(len(b) * max(lengths[i] for i in b) for b in random_order)
     assert padded < 0.8 * padded_random
+
+
+def test_the_costliest_batch_comes_first_in_every_epoch() -> None:
+    """A batch too big for the device must fail in step 1 (as HF's LengthGroupedSampler does),
+    and moving it there must not lose, repeat or reorder anything else."""
+    lengths = [(i * 37) % 101 + 1 for i in range(300)]
+    grouped = EpochBatchSampler(lengths, 8, seed=3)
+    packed = PackedBatchSampler(lengths, 128, 4, seed=3)
+    for epoch in range(3):
+        grouped.set_epoch(epoch)
+        batches = grouped.batches()
+        cost = [len(b) * max(lengths[i] for i in b) for b in batches]
+        assert cost[0] == max(cost) and cost.index(max(cost)) == 0
+        assert sorted(i for b in batches for i in b) == list(range(300))
+        packed.set_epoch(epoch)
+        rows = packed.batches()
+        width = [len(b) * max(sum(lengths[i] for i in r) for r in b) for b in rows]
+        assert width[0] == max(width)
+        assert sorted(i for b in rows for r in b for i in r) == list(range(300))
+    # still a deterministic function of (seed, epoch): what exact resume relies on
+    grouped.set_epoch(0)
+    first = grouped.batches()
+    assert first == grouped.batches()
+    assert len(first) == math.ceil(300 / 8)
 
 
 def test_best_fit_packing_keeps_examples_whole() -> None:

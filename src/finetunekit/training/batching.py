@@ -7,7 +7,8 @@ the batches of an epoch can be rebuilt and the first N skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -17,12 +18,27 @@ def _permutation(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=gen).tolist()
 
 
+def heaviest_first(batches: list, cost: Callable[[Any], int]) -> list:
+    """The batches with the costliest one (most memory: rows x longest row) moved to the front.
+
+    As in Hugging Face's LengthGroupedSampler: a batch too big for the device fails in the first
+    step, not hours into the run, and memory grows to its peak once, at the start. Swapping two
+    batches keeps the order a deterministic function of (seed, epoch), which exact resume
+    relies on.
+    """
+    if len(batches) > 1:
+        top = max(range(len(batches)), key=lambda i: cost(batches[i]))
+        batches[0], batches[top] = batches[top], batches[0]
+    return batches
+
+
 class EpochBatchSampler:
     """Yields lists of example indices; `set_epoch` picks the epoch's deterministic order.
 
     With `group_by_length`, examples are shuffled, cut into mega-batches of 50 batches, sorted by
     length inside each, and the batches shuffled again: padding drops sharply while batches stay
-    random across the epoch (the scheme of Hugging Face's LengthGroupedSampler).
+    random across the epoch (the scheme of Hugging Face's LengthGroupedSampler); the batch of
+    the longest padded size goes first (`heaviest_first`).
     """
 
     def __init__(
@@ -60,8 +76,11 @@ class EpochBatchSampler:
             batches.pop()
         if self.group_by_length and self.shuffle and len(batches) > 1:
             perm = _permutation(len(batches), self.seed + 1, self.epoch)
-            batches = [batches[i] for i in perm]
+            batches = heaviest_first([batches[i] for i in perm], self._padded_size)
         return batches
+
+    def _padded_size(self, batch: list[int]) -> int:
+        return len(batch) * max(self.lengths[i] for i in batch)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
@@ -95,7 +114,8 @@ def pack_best_fit(lengths: Sequence[int], capacity: int, order: Sequence[int]) -
 
 
 class PackedBatchSampler:
-    """Yields batches of packed rows: each batch is a list of rows, each row a list of indices."""
+    """Yields batches of packed rows: each batch is a list of rows, each row a list of indices;
+    the batch of the longest padded size goes first (`heaviest_first`)."""
 
     def __init__(
         self, lengths: Sequence[int], capacity: int, rows_per_batch: int, seed: int
@@ -114,7 +134,13 @@ class PackedBatchSampler:
         rows = pack_best_fit(self.lengths, self.capacity, order)
         perm = _permutation(len(rows), self.seed + 1, self.epoch)
         rows = [rows[i] for i in perm]
-        return [rows[i : i + self.rows_per_batch] for i in range(0, len(rows), self.rows_per_batch)]
+        batches = [rows[i : i + self.rows_per_batch]
+                   for i in range(0, len(rows), self.rows_per_batch)]
+        return heaviest_first(batches, self._padded_size)
+
+    def _padded_size(self, batch: list[list[int]]) -> int:
+        width = max(min(sum(self.lengths[i] for i in row), self.capacity) for row in batch)
+        return len(batch) * width
 
     def __iter__(self) -> Iterator[list[list[int]]]:
         return iter(self.batches())
