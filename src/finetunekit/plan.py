@@ -48,6 +48,7 @@ from .training.activation_checkpointing import (
     keeps_output,
     set_activation_checkpointing,
 )
+from .training.batching import padded_size
 from .training.loop import micro_batch
 
 
@@ -211,12 +212,6 @@ class Probe:
     peak_mb: float
 
 
-def _padded_tokens(group: list, lengths: list[int]) -> int:
-    if group and isinstance(group[0], list):  # packed rows
-        return len(group) * max(sum(lengths[i] for i in row) for row in group)
-    return len(group) * max(lengths[i] for i in group)
-
-
 def probe(model: torch.nn.Module, data: Any, loss_fn: Any, cfg: Config, device: torch.device,
           lengths: list[int], steps: int) -> Probe | None:
     """Time real optimizer steps on batches spread from the largest to the smallest.
@@ -235,7 +230,7 @@ def probe(model: torch.nn.Module, data: Any, loss_fn: Any, cfg: Config, device: 
     batches = data.sampler.batches()
     accum = cfg.train.grad_accum
     windows = [batches[i: i + accum] for i in range(0, len(batches), accum)]
-    size = [sum(_padded_tokens(b, lengths) for b in w) for w in windows]
+    size = [sum(padded_size(b, lengths) for b in w) for w in windows]
     by_size = sorted(range(len(windows)), key=size.__getitem__, reverse=True)
     picks = [by_size[0]] + [by_size[round(i * (len(by_size) - 1) / max(steps - 1, 1))]
                             for i in range(steps)]

@@ -7,8 +7,7 @@ the batches of an epoch can be rebuilt and the first N skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -18,8 +17,16 @@ def _permutation(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=gen).tolist()
 
 
-def heaviest_first(batches: list, cost: Callable[[Any], int]) -> list:
-    """The batches with the costliest one (most memory: rows x longest row) moved to the front.
+def padded_size(batch: list, lengths: Sequence[int]) -> int:
+    """Tokens a batch occupies once padded: rows x longest row (a row is one example's index, or
+    a packed row's list of indices)."""
+    if batch and isinstance(batch[0], list):
+        return len(batch) * max(sum(lengths[i] for i in row) for row in batch)
+    return len(batch) * max(lengths[i] for i in batch)
+
+
+def heaviest_first(batches: list, lengths: Sequence[int]) -> list:
+    """The batches, with the costliest one (the largest `padded_size`) moved to the front.
 
     As in Hugging Face's LengthGroupedSampler: a batch too big for the device fails in the first
     step, not hours into the run, and memory grows to its peak once, at the start. Swapping two
@@ -27,7 +34,7 @@ def heaviest_first(batches: list, cost: Callable[[Any], int]) -> list:
     relies on.
     """
     if len(batches) > 1:
-        top = max(range(len(batches)), key=lambda i: cost(batches[i]))
+        top = max(range(len(batches)), key=lambda i: padded_size(batches[i], lengths))
         batches[0], batches[top] = batches[top], batches[0]
     return batches
 
@@ -76,11 +83,8 @@ class EpochBatchSampler:
             batches.pop()
         if self.group_by_length and self.shuffle and len(batches) > 1:
             perm = _permutation(len(batches), self.seed + 1, self.epoch)
-            batches = heaviest_first([batches[i] for i in perm], self._padded_size)
+            batches = heaviest_first([batches[i] for i in perm], self.lengths)
         return batches
-
-    def _padded_size(self, batch: list[int]) -> int:
-        return len(batch) * max(self.lengths[i] for i in batch)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
@@ -136,11 +140,7 @@ class PackedBatchSampler:
         rows = [rows[i] for i in perm]
         batches = [rows[i : i + self.rows_per_batch]
                    for i in range(0, len(rows), self.rows_per_batch)]
-        return heaviest_first(batches, self._padded_size)
-
-    def _padded_size(self, batch: list[list[int]]) -> int:
-        width = max(min(sum(self.lengths[i] for i in row), self.capacity) for row in batch)
-        return len(batch) * width
+        return heaviest_first(batches, self.lengths)
 
     def __iter__(self) -> Iterator[list[list[int]]]:
         return iter(self.batches())
