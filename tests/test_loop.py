@@ -149,7 +149,7 @@ def test_length_grouped_batches_cover_every_example_once() -> None:
 
 def test_the_costliest_batch_comes_first_in_every_epoch() -> None:
     """A batch too big for the device must fail in step 1 (as HF's LengthGroupedSampler does),
-    and moving it there must not lose, repeat or reorder anything else."""
+    and moving it there must not lose or repeat an example."""
     lengths = [(i * 37) % 101 + 1 for i in range(300)]
     grouped = EpochBatchSampler(lengths, 8, seed=3)
     packed = PackedBatchSampler(lengths, 128, 4, seed=3)
