@@ -151,7 +151,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
-    task.bound_cpu_memory()  # as `train` does
+    task.set_up_cpu_memory()  # as `train` does
     rows = task.read(folder / "train.jsonl", "train.jsonl").rows
     model = prepare_for_training(task.load(str(folder / "model"), rows), cfg, task)
     data = training_data(cfg, task, rows)  # length-grouped batches, as `train` makes them

@@ -27,35 +27,49 @@ MB = 2**20
 #   A fixed, lower threshold hands large tensors back to the system when freed, at a price: each
 #   is then a fresh mapping the kernel must fault in and zero-fill on its next use. How much that
 #   costs depends on the host (page faults were far dearer on some hosts than on others), so each
-#   task picks its point (Task.cpu_mmap_threshold_mb), measured on its bench:
+#   task picks its policy (Task.cpu_mmap_threshold_mb), measured on its bench:
 #   food reviews, 40 steps: 4 MiB 2,185 MiB peak, 67-72 s; 32 MiB 2,500-2,590 MiB, 60-62 s (more
 #   than the HF Trainer's 2,404 MiB: the memory target binds). Padding lengths to a multiple of
 #   8 or 16 (fewer shapes) changed neither figure. Huge pages for those mappings (PyTorch's
 #   THP_MEM_ALLOC_ENABLE=1, fewer faults) were slower still: 85-97 s against 72-75 s (this
 #   host's THP defrag setting, "madvise", lets such faults stall to compact memory).
-#   chat (see ChatSFT): the sequences are 4x longer and the headroom against TRL wide.
+# - The other end, `None`: every freed block stays in the one heap for reuse (no mmap, no trim,
+#   one arena), so after the largest batches have come, a step faults in no fresh page. Chat
+#   takes it (see ChatSFT): its sequences are 4x longer, its steps 30x dearer, and a step of
+#   faults costs seconds. The heap grows only while a batch needs more than it holds and stops
+#   once it holds the run's largest (the costliest batch comes first in each epoch).
 # Both only where the user has not set them (the environment variables below win), and only for
 # tasks whose batch shapes vary (Task.varied_shapes): with fixed shapes the kernel cache is reused
 # every step and the heap does not fragment.
 KERNEL_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
-M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+                    "MALLOC_ARENA_MAX")
+# mallopt parameter numbers in glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
 
 
-def bound_cpu_memory(mmap_threshold_mb: int = 4) -> None:
-    """Keep CPU training's resident memory from creeping with varied batch shapes (see above):
-    blocks of `mmap_threshold_mb` MiB and more go back to the system when freed.
+def set_up_cpu_memory(mmap_threshold_mb: int | None = 4) -> None:
+    """Keep CPU training's memory from creeping, or from being faulted in again, with varied
+    batch shapes (see above): blocks of `mmap_threshold_mb` MiB and more go back to the system
+    when freed; `None` keeps every freed block in the heap for reuse instead.
 
     Call before training starts: oneDNN reads its variable when it creates its first primitive,
-    and the malloc setting applies to allocations made from then on."""
+    and the malloc settings apply to allocations made from then on."""
     os.environ.setdefault(KERNEL_CACHE_VARIABLE, "0")
-    if on_gpu() or not sys.platform.startswith("linux") or MMAP_THRESHOLD_VARIABLE in os.environ:
+    if (on_gpu() or not sys.platform.startswith("linux")
+            or any(name in os.environ for name in MALLOC_VARIABLES)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")):
         return
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb * MB)
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
-        pass
+        return
+    if mmap_threshold_mb is not None:
+        mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb * MB)
+        return
+    mallopt(M_MMAP_MAX, 0)  # no block gets a mapping of its own, to be unmapped when freed
+    mallopt(M_TRIM_THRESHOLD, -1)  # -1: the heap's free top is never handed back (man mallopt)
+    mallopt(M_ARENA_MAX, 1)  # other threads' blocks in the same heap, not in trimmable ones
 
 
 def on_gpu() -> bool:

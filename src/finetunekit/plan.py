@@ -336,7 +336,7 @@ def plan(config: str | Config, overrides: list[str] | None = None, nproc: int = 
         torch.set_num_threads(cfg.train.num_threads)
     device = torch.device("cuda" if on_gpu() else "cpu")
     task = get_task(cfg)
-    task.bound_cpu_memory()
+    task.set_up_cpu_memory()
     splits, _ = read_splits(cfg, task)
 
     set_seed(cfg.train.seed)

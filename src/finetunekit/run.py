@@ -371,7 +371,7 @@ def train(
     check_output_location(out)
     started = time.time()
     task = get_task(cfg)
-    task.bound_cpu_memory()
+    task.set_up_cpu_memory()
 
     # data: read, check, split (nothing is written before the data is known to be good)
     splits, tables = read_splits(cfg, task)

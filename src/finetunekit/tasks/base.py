@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.readers import Table, read_table
-from ..memory import bound_cpu_memory
+from ..memory import set_up_cpu_memory
 from ..models import NO_HUB_KERNELS
 
 
@@ -36,13 +36,14 @@ class Task(ABC):
     metric_mode: ClassVar[str]  # "max" or "min"
     peft_task_type: ClassVar[str | None] = None
     fields: ClassVar[tuple[str, ...]] = ()
-    # batches change shape from step to step (token sequences): on CPU, memory.bound_cpu_memory
+    # batches change shape from step to step (token sequences): on CPU, memory.set_up_cpu_memory
     # keeps kernel caches and the heap from creeping; fixed-shape inputs (images, 30 s audio
     # windows) keep the caches, which there are reused every step
     varied_shapes: ClassVar[bool] = True
     # with varied shapes, CPU blocks of this many MiB and more go back to the system when freed:
-    # lower bounds the peak, higher spares page faults (the trade-off measured in memory.py)
-    cpu_mmap_threshold_mb: ClassVar[int] = 4
+    # lower bounds the peak, higher spares page faults; None keeps every freed block for reuse
+    # (no page faults once the heap holds the largest batch; the trade-off measured in memory.py)
+    cpu_mmap_threshold_mb: ClassVar[int | None] = 4
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -56,11 +57,11 @@ class Task(ABC):
         """What `train.gradient_checkpointing: auto` means for this task and loaded model."""
         return False
 
-    def bound_cpu_memory(self) -> None:
+    def set_up_cpu_memory(self) -> None:
         """Set up CPU memory for this task's batches before training or planning: only varied
-        shapes need bounding, at the task's own mmap threshold."""
+        shapes need it, at the task's own mmap threshold."""
         if self.varied_shapes:
-            bound_cpu_memory(self.cpu_mmap_threshold_mb)
+            set_up_cpu_memory(self.cpu_mmap_threshold_mb)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:

@@ -44,11 +44,14 @@ class ChatSFT(Task):
     metric_mode = "min"
     peft_task_type = "CAUSAL_LM"
     fields = ("messages", "prompt", "completion", "instruction", "input", "output", "text")
-    # chat bench (SmolLM2-135M shape, 512 tokens, 8 rows), same host and hour: 4 MiB gave LoRA
-    # 148 tok/s at 5,785 MiB peak; 16 MiB 176 tok/s (MFU 0.43 -> 0.56) at 7,672; 32 MiB no
-    # faster by MFU at 7,874. Full fine-tuning at 16 MiB: 169 tok/s (was 125), 7,675 MiB; both
-    # stay under TRL's defaults (8,320 / 8,526 MiB in the same bench invocation)
-    cpu_mmap_threshold_mb = 16
+    # freed blocks stay in the heap for reuse (memory.py). Chat bench (SmolLM2-135M shape, 512
+    # tokens, 8 rows), same host and hour: a 4 MiB threshold gave LoRA 148 tok/s at 5,785 MiB
+    # peak, 16 MiB 176 tok/s at 7,672 (32 MiB no faster), TRL's defaults peaking at 8,320. At
+    # 16 MiB the steps with the longest rows still faulted in 2.5-3 GiB of fresh pages each
+    # (600-700k faults, 13-16 us apiece on the 2026-12-05 host); keeping them, 10 steps of full
+    # fine-tuning ran at 277 tok/s against 248 (same peak, 6.8 GB), 30 of LoRA at 380 against 348
+    # (peak 8.7 GB against 8.5), and 60 of LoRA held 8.7 GB from step 23 on.
+    cpu_mmap_threshold_mb = None
 
     tokenizer: Any = None
     system_prompt: str | None = None
