@@ -151,7 +151,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
-    task.set_up_cpu_memory()  # as `train` does
+    task.set_up_cpu_memory()  # as `train` does (the parent set what glibc reads at start-up)
     rows = task.read(folder / "train.jsonl", "train.jsonl").rows
     model = prepare_for_training(task.load(str(folder / "model"), rows), cfg, task)
     data = training_data(cfg, task, rows)  # length-grouped batches, as `train` makes them
@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from finetunekit.fileio import atomic_write_json
+    from finetunekit.memory import allocator_environment
     from finetunekit.models import resolve_model
+    from finetunekit.tasks.chat import ChatSFT
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
     out = Path(args.out)
@@ -340,7 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--threads", str(args.threads), "--rows", str(args.rows),
                    "--max-length", str(args.max_length), "--attn-len", str(attn_len)]
-            env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
+            env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false",
+                   # the allocator settings `finetunekit train` starts itself with
+                   **(allocator_environment(ChatSFT.cpu_mmap_threshold_mb)
+                      if name.startswith("finetunekit") and device == "cpu" else {})}
             started = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:

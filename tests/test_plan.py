@@ -3,6 +3,7 @@ against the peak a real run records in run.json."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from finetunekit.cli import main
-from finetunekit.memory import MALLOC_VARIABLES
+from finetunekit.memory import MALLOC_VARIABLES, OUR_TUNABLES_VARIABLE, allocator_environment
 from finetunekit.plan import plan, saved_activation_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,8 +184,11 @@ def test_freed_blocks_go_back_to_the_system_or_stay_for_reuse_as_the_task_chose(
         policy: str, returned: bool) -> None:
     """A 64 MiB tensor is handed back when freed under a 4 MiB threshold (the lean setting), and
     kept (`None`, chat's) so that the next one reuses its pages without faulting them in again:
-    the trade-off Task.cpu_mmap_threshold_mb picks. glibc alone would hand it back."""
+    the trade-off Task.cpu_mmap_threshold_mb picks. glibc alone would hand it back. The process
+    starts as `finetunekit train` would start it: with keep, its own tunables do not count as the
+    user's, so the mallopt settings still apply."""
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_VARIABLES}
+    env = {**env, **allocator_environment(None if policy == "keep" else int(policy), env)}
     done = subprocess.run([sys.executable, "-c", _FREED_BLOCK_PROBE, policy],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -201,3 +205,83 @@ def test_chat_keeps_freed_blocks_and_the_other_token_tasks_bound_them() -> None:
 
     assert TextClassification.cpu_mmap_threshold_mb == Task.cpu_mmap_threshold_mb == 4
     assert ChatSFT.cpu_mmap_threshold_mb is None
+
+
+_THREAD_CACHE_PROBE = """
+import ctypes
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = MallInfo2
+blocks = [libc.malloc(936) for _ in range(8)]  # the last one keeps the others off the heap top
+before = libc.mallinfo2().uordblks
+for block in blocks[:7]:
+    libc.free(block)
+print(before - libc.mallinfo2().uordblks)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunables")
+@pytest.mark.parametrize("policy", [None, 4])
+def test_keeping_freed_blocks_starts_training_without_glibcs_thread_cache(policy: int | None) -> None:
+    """Under keep (chat's), the training process starts with glibc's per-thread cache off: seven
+    freed small blocks are free heap at once (where they merge with their neighbours) instead of
+    cached as in use, the islands that fragmented the chat bench's heap. Other policies leave
+    the process as it is."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in (*MALLOC_VARIABLES, "GLIBC_TUNABLES", OUR_TUNABLES_VARIABLE)}
+    env = {**env, **allocator_environment(policy, env)}
+    done = subprocess.run([sys.executable, "-c", _THREAD_CACHE_PROBE], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    freed = int(done.stdout.strip())
+    assert (freed >= 7 * 936) is (policy is None), freed
+
+
+def test_the_users_own_allocator_settings_win_over_the_keep_tunables() -> None:
+    keep = allocator_environment(None, {})
+    assert keep["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0"
+    other = allocator_environment(None, {"GLIBC_TUNABLES": "glibc.cpu.x86_shstk=on"})
+    assert other["GLIBC_TUNABLES"] == "glibc.cpu.x86_shstk=on:glibc.malloc.tcache_count=0"
+    assert allocator_environment(None, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
+    assert allocator_environment(None, {"MALLOC_ARENA_MAX": "2"}) == {}
+    assert allocator_environment(None, {**os.environ, **keep}) == {}  # started with them already
+    assert allocator_environment(4, {}) == {}
+
+
+def test_train_starts_itself_again_with_the_tasks_allocator_settings(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`finetunekit train` on a chat config replaces its process by the same command with the
+    keep tunables; a text-classification config, or a caller of `main(argv)`, goes straight on."""
+    from finetunekit import cli, run
+
+    for name in (*MALLOC_VARIABLES, "GLIBC_TUNABLES", OUR_TUNABLES_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    started: list = []
+    trained: list = []
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        started.append((argv, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setattr(run, "train", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    for config, restarts in (("examples/chatbot.yaml", True), ("examples/food-reviews.yaml", False)):
+        started.clear()
+        trained.clear()
+        monkeypatch.setattr(sys, "argv", ["finetunekit", "train", config])
+        with contextlib.suppress(SystemExit):
+            cli.main()
+        assert bool(started) is restarts and bool(trained) is not restarts, config
+        if restarts:
+            argv, env = started[0]
+            assert argv[0] == sys.executable and env["GLIBC_TUNABLES"].endswith("tcache_count=0")
+    started.clear()
+    cli.main(["train", "examples/chatbot.yaml"])  # a caller's argv: its process stays
+    assert not started and trained

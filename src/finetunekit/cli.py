@@ -59,11 +59,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch_processes(args)
+    if args.as_program:
+        start_again_with_allocator_settings(args)
     if args.quiet:
         os.environ["FINETUNEKIT_QUIET"] = "1"
     train(args.config, overrides=args.set, resume=True if args.resume else None,
           progress=not args.quiet)
     return 0
+
+
+def start_again_with_allocator_settings(args: argparse.Namespace) -> None:
+    """Replace this process by the same command with the allocator settings the task's training
+    needs that glibc reads only at start-up (Task.allocator_environment), when there are any.
+
+    Only for the `finetunekit` program itself (a caller of `main(argv)`, such as a test or a
+    notebook, keeps its process); the new process finds them set and goes on."""
+    from . import config as config_mod
+    from .tasks import get_task
+
+    needed = get_task(config_mod.load(args.config, args.set)).allocator_environment()
+    if needed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **needed})
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -245,6 +263,7 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.as_program = argv is None  # the command line of this process, not a caller's list
     # SIGTERM before the training loop (reading data, loading the model, the base evaluation)
     # ends like Ctrl-C: a clean message and exit 130, not a bare kill. The loop installs its own
     # handler, which finishes the step and writes a checkpoint first.

@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.readers import Table, read_table
-from ..memory import set_up_cpu_memory
+from ..memory import allocator_environment, on_gpu, set_up_cpu_memory
 from ..models import NO_HUB_KERNELS
 
 
@@ -62,6 +62,14 @@ class Task(ABC):
         shapes need it, at the task's own mmap threshold."""
         if self.varied_shapes:
             set_up_cpu_memory(self.cpu_mmap_threshold_mb)
+
+    def allocator_environment(self) -> dict[str, str]:
+        """Variables a process that trains this task on CPU must start with (for glibc settings
+        read only at start-up: memory.allocator_environment); `train` starts itself again with
+        them, and benches launch their runs with them."""
+        if not self.varied_shapes or on_gpu():
+            return {}
+        return allocator_environment(self.cpu_mmap_threshold_mb)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
