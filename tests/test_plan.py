@@ -254,8 +254,9 @@ def test_the_users_own_allocator_settings_win_over_the_keep_tunables() -> None:
 
 def test_train_starts_itself_again_with_the_tasks_allocator_settings(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`finetunekit train` on a chat config replaces its process by the same command with the
-    keep tunables; a text-classification config, or a caller of `main(argv)`, goes straight on."""
+    """`finetunekit train` (and `plan`) on a chat config replaces its process by the same command
+    with the keep tunables; a text-classification config, or a caller of `main(argv)`, goes
+    straight on."""
     from finetunekit import cli, run
 
     for name in (*MALLOC_VARIABLES, "GLIBC_TUNABLES", OUR_TUNABLES_VARIABLE):
@@ -285,3 +286,7 @@ def test_train_starts_itself_again_with_the_tasks_allocator_settings(
     started.clear()
     cli.main(["train", "examples/chatbot.yaml"])  # a caller's argv: its process stays
     assert not started and trained
+    monkeypatch.setattr(sys, "argv", ["finetunekit", "plan", "examples/chatbot.yaml"])
+    with pytest.raises(SystemExit):
+        cli.main()  # plan's probe steps see the memory train will
+    assert started

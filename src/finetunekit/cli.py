@@ -70,7 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def start_again_with_allocator_settings(args: argparse.Namespace) -> None:
     """Replace this process by the same command with the allocator settings the task's training
-    needs that glibc reads only at start-up (Task.allocator_environment), when there are any.
+    needs that glibc reads only at start-up (Task.allocator_environment), when there are any:
+    for `train`, and for `plan`, whose probe steps must see the memory `train` will.
 
     Only for the `finetunekit` program itself (a caller of `main(argv)`, such as a test or a
     notebook, keeps its process); the new process finds them set and goes on."""
@@ -107,6 +108,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     if args.memory_gb is not None and args.memory_gb <= 0:
         raise UserError(f"--memory-gb {args.memory_gb}: expected a positive size")
+    if args.as_program:  # its probe steps measure what `train` will see
+        start_again_with_allocator_settings(args)
     capacity = args.memory_gb * 1024 if args.memory_gb is not None else None
     result = plan(args.config, args.set, nproc=args.nproc, capacity_mb=capacity,
                   probe_steps=args.probe_steps)
