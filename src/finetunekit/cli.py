@@ -79,7 +79,7 @@ def start_again_with_allocator_settings(args: argparse.Namespace) -> None:
     from .tasks import get_task
 
     needed = get_task(config_mod.load(args.config, args.set)).allocator_environment()
-    if needed:
+    if needed and sys.executable:  # an embedded interpreter has none to start again
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **needed})
