@@ -307,7 +307,6 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from finetunekit.fileio import atomic_write_json
-    from finetunekit.memory import allocator_environment
     from finetunekit.models import resolve_model
     from finetunekit.tasks.chat import ChatSFT
 
@@ -344,8 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "--max-length", str(args.max_length), "--attn-len", str(attn_len)]
             env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false",
                    # the allocator settings `finetunekit train` starts itself with
-                   **(allocator_environment(ChatSFT.cpu_mmap_threshold_mb)
-                      if name.startswith("finetunekit") and device == "cpu" else {})}
+                   **(ChatSFT.allocator_environment() if name.startswith("finetunekit") else {})}
             started = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -46,8 +46,8 @@ MB = 2**20
 #   the first (longest) batch the heap held 5.4 GiB free, yet a later, shorter batch grew it by
 #   0.9-1.4 GiB; with the cache off, by 0.3 GiB: peak 6.7 against 7.4-8.2 GiB, and 424 against
 #   330-355 trained tokens/s over steps 3-7 (page faults cost 10-15 us each on this host). glibc
-#   reads that setting only at start-up (GLIBC_TUNABLES), so `finetunekit train` starts itself
-#   again with it (`allocator_environment`); a notebook's process keeps its cache.
+#   reads that setting only at start-up (GLIBC_TUNABLES), so `finetunekit train` (and `plan`)
+#   start again with it (`allocator_environment`); a notebook's process keeps its cache.
 # Both only where the user has not set them (the environment variables below win), and only for
 # tasks whose batch shapes vary (Task.varied_shapes): with fixed shapes the kernel cache is reused
 # every step and the heap does not fragment.

@@ -63,13 +63,14 @@ class Task(ABC):
         if self.varied_shapes:
             set_up_cpu_memory(self.cpu_mmap_threshold_mb)
 
-    def allocator_environment(self) -> dict[str, str]:
+    @classmethod
+    def allocator_environment(cls) -> dict[str, str]:
         """Variables a process that trains this task on CPU must start with (for glibc settings
-        read only at start-up: memory.allocator_environment); `train` starts itself again with
-        them, and benches launch their runs with them."""
-        if not self.varied_shapes or on_gpu():
+        read only at start-up: memory.allocator_environment); `train` and `plan` start
+        themselves again with them, and benches launch their runs with them."""
+        if not cls.varied_shapes or on_gpu():
             return {}
-        return allocator_environment(self.cpu_mmap_threshold_mb)
+        return allocator_environment(cls.cpu_mmap_threshold_mb)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
