@@ -13,7 +13,10 @@ memory); a name ending in _gc forces full checkpointing, _sel selective, _nogc n
 Every run is fp32, TRL's too: SFTConfig's own default is bf16=True, which on a CPU with bf16
 instructions autocasts TRL's matmuls to bf16, a different job. A name ending in _bf16 (after any
 of the suffixes above) runs that side under bf16 autocast instead, with its MFU taken against a
-bf16 matmul rate (e.g. --runs trl_default_full_bf16,finetunekit_full_bf16).
+bf16 matmul rate (e.g. --runs trl_default_full_bf16,finetunekit_full_bf16). A name ending in
+_compile (before any _bf16) runs that side under torch.compile: `train.compile: true` for
+finetunekit, `torch_compile=True` for TRL (e.g. --runs finetunekit_lora_compile); compilation
+happens in the untimed warm-up steps, whose wall time every result records as `warmup_s`.
 
 Every configuration runs in its own child process (one process tree), so each peak RSS is its
 own. Figures per run: trained (non-padding) tokens per second, seconds per step, peak RSS, final
@@ -135,7 +138,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from finetunekit.training.metrics_log import MetricsLog
 
     lora, precision = "lora" in name, _precision(name)
-    base = name.removesuffix("_bf16")
+    base = name.removesuffix("_bf16").removesuffix("_compile")
     # _gc / _sel / _nogc: full / selective checkpointing, or none; otherwise our default
     gc = {"_gc": True, "_sel": "selective", "_nogc": False}.get(base[base.rfind("_"):])
     cfg = config_mod.validate({
@@ -147,7 +150,7 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
                   "lr": 2e-4 if lora else 5e-5,
                   **({} if gc is None else {"gradient_checkpointing": gc}),
                   "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0,
-                  "precision": precision},
+                  "precision": precision, "compile": _compiled(name)},
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
@@ -206,7 +209,7 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
         warmup_steps=0, dataset_num_proc=None, seed=0, dataloader_num_workers=0,
         # SFTConfig defaults to bf16=True, which on a CPU with bf16 instructions autocasts the
         # matmuls to bf16; the bench's job is fp32 on both sides (issue 4), bf16 only for _bf16.
-        bf16=_precision(name) == "bf16",
+        bf16=_precision(name) == "bf16", torch_compile=_compiled(name),
     )
     peft_config = None
     if lora:
@@ -232,6 +235,11 @@ def _trl(name: str, args: argparse.Namespace, folder: Path) -> dict:
     n_adapter = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
     return _figures(times, tokens, losses[-1], bool(config.gradient_checkpointing), args, lora,
                     n_params, n_adapter, model.config, _precision(name))
+
+
+def _compiled(run: str) -> bool:
+    """A run name ending in _compile (before any _bf16) trains its model under torch.compile."""
+    return run.removesuffix("_bf16").endswith("_compile")
 
 
 def _precision(run: str) -> str:
@@ -263,7 +271,7 @@ def _figures(times, tokens, final_loss, gc, args, lora, n_params, n_adapter, con
             "peak_rss_mb": round(peak, 1), "final_loss": round(float(final_loss), 4),
             "mfu": round(tps * need / (args.gflops * 1e9), 4), "gradient_checkpointing": gc,
             "precision": precision,
-            "timed_steps": steps}
+            "timed_steps": steps, "warmup_s": round(times[warm] - times[0], 1)}
 
 
 def child(args: argparse.Namespace) -> None:
