@@ -123,18 +123,25 @@ def test_estimate_counts_what_a_layer_keeps() -> None:
     assert lean_activation_bytes(object(), 10, 4) is None
 
 
-@pytest.mark.parametrize(("peft", "lean", "capacity_mb", "expected"), [
-    ("lora", True, 1e6, False),             # fits easily: no checkpointing
-    ("lora", True, 1e-3, "selective"),      # would not fit in a quarter of the device
-    ("lora", False, 1e6, "selective"),      # without the lean layers: selective
-    ("none", True, 1e6, "selective"),       # full fine-tuning: selective
+@pytest.mark.parametrize(("peft", "lean", "compile", "capacity_mb", "expected"), [
+    ("lora", True, False, 1e6, False),             # fits easily: no checkpointing
+    ("lora", True, False, 1e-3, "selective"),      # would not fit in a quarter of the device
+    ("lora", False, False, 1e6, "selective"),      # without the lean layers: selective
+    ("none", True, False, 1e6, "selective"),       # full fine-tuning: selective
+    ("lora", True, True, 1e6, False),     # compiled (lean layers off): inductor keeps as little
+    ("lora", False, True, 1e6, False),
+    ("lora", True, True, 1e-3, "selective"),
+    ("none", True, True, 1e6, "selective"),
 ])
-def test_auto_checkpointing_for_chat(monkeypatch, peft, lean, capacity_mb, expected) -> None:
+def test_auto_checkpointing_for_chat(monkeypatch, peft, lean, compile, capacity_mb,
+                                     expected) -> None:
     import finetunekit.tasks.chat as chat
 
     monkeypatch.setattr(chat, "device_capacity_mb", lambda: capacity_mb)
     cfg = validate({"task": "chat", "model": "m", "data": {"train": "t.jsonl"},
-                    "peft": {"method": peft}, "chat": {"lean_layers": lean}})
+                    "peft": {"method": peft}, "chat": {"lean_layers": lean},
+                    "train": {"compile": compile}})
+    assert ChatSFT(cfg).lean_layers is (lean and not compile)
     assert cfg.train.gradient_checkpointing == "auto"  # settled once the model is known
     assert ChatSFT(cfg).checkpointing(decoder()) == expected
     assert validate({"task": "text-classification", "model": "m", "data": {"train": "t.jsonl"}}

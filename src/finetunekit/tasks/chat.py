@@ -128,8 +128,13 @@ class ChatSFT(Task):
         8 x 512 tokens, fp32 CPU, 2026-12-04): none 337 tok/s at a 7,614 MiB peak, selective
         276 tok/s at 5,520 MiB; TRL's default (full checkpointing) peaked at 9,190 MiB. For
         bigger models or longer rows the estimate grows past the quarter (a 7B model at
-        8 x 2,048 tokens: about 73 GB in bf16), and selective keeps the peak down."""
-        if self.cfg.peft.method != "lora" or not self.lean_layers:
+        8 x 2,048 tokens: about 73 GB in bf16), and selective keeps the peak down.
+
+        Under `train.compile` the lean layers are off, but inductor's fused kernels keep about
+        as little for backward, so the same estimate holds: on 2026-12-05 compiled LoRA without
+        checkpointing peaked at 6,682 MB against 6,473 for the lean layers eager, and trained at
+        398 tok/s where compiled with selective checkpointing it trained at 308."""
+        if self.cfg.peft.method != "lora" or not (self.lean_layers or self.cfg.train.compile):
             return "selective"
         element = 2 if on_gpu() and self.cfg.train.precision != "fp32" else 4
         tokens = self.cfg.train.batch_size * self.cfg.train.max_length
