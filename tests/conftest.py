@@ -9,12 +9,38 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("FINETUNEKIT_QUIET", "1")
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker (and the runs it starts in subprocesses) gets its share
+    of the cores. Otherwise every worker's torch takes all of them, and on a 2-core machine two
+    workers run four busy-waiting OpenMP threads on two cores: the suite took 12:56 that way
+    and 7:52 with one thread a worker. An OMP_NUM_THREADS the caller set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_cores_between_workers()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_as_they_were():
+    """A run whose config sets `train.num_threads` sets torch's thread count for the whole
+    process; the next test starts from the count this one started with."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = ["great", "tasty", "fresh", "lovely", "delicious", "perfect", "excellent", "yummy"]

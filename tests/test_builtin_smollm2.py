@@ -27,7 +27,6 @@ def test_convert_reloads_with_plain_transformers_and_answers(tmp_path):
 
     from finetunekit.models.convert_smollm2 import convert
 
-    torch.set_num_threads(2)
     dest = tmp_path / "smollm2"
     dest.mkdir()
     convert(dest)

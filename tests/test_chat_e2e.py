@@ -22,7 +22,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "orders.yaml"
 
 def test_orders_lora_run_lowers_answer_loss(tmp_path):
     run = train(EXAMPLE, overrides=[
-        "data.max_rows=48", "train.max_steps=6", "train.num_threads=2", "eval.max_examples=8",
+        "data.max_rows=48", "train.max_steps=6", "eval.max_examples=8",
         "eval.max_new_tokens=24", "train.log_every=2", f"output={tmp_path / 'run'}",
     ], progress=False)
     before, after = run.before, run.after
