@@ -124,7 +124,7 @@ class ChatConfig(Section):
     # training/lean_layers.py); off under train.compile, whose fused kernels save their own
     lean_layers: bool = True
     # their elementwise math compiled into fused CPU kernels (torch.compile of a few small
-    # functions, about 12 s once; eager where compiling fails, on GPU, or when false)
+    # functions, about 20 s once; eager where compiling fails, on GPU, or when false)
     fuse_lean_layers: bool = True
 
 

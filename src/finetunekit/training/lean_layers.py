@@ -31,7 +31,7 @@ backward reads gate, up and the gradient once and writes both gradients once. On
 model (8 rows, about 2,300 tokens a step, fp32, 2 cores, fused and eager runs alternated) LoRA
 trained 2.2% faster over seven pairs (standard error 1.0%) and peaked 50-440 MiB lower, with no
 temporaries between the steps; full fine-tuning (selective checkpointing) ran at the same speed
-and peaked 350-570 MiB lower. Compiling costs about 12 s once (inductor caches the kernels on
+and peaked 350-570 MiB lower. Compiling costs about 20 s once (inductor caches the kernels on
 disk for later runs); the shapes are dynamic, so the varied batch lengths of chat share them.
 Where compiling fails (no C++ compiler, say) the layers say so once and run the same math eagerly;
 on GPU they run it eagerly.
@@ -91,26 +91,39 @@ class FusedOnCpu:
     def __call__(self, fused: bool, *args: Any) -> Any:
         if not fused or FusedOnCpu.failed is not None or args[0].device.type != "cpu":
             return self.fn(*args)
-        from torch._dynamo.exc import TorchDynamoException
-
         if self.compiled is None:
             # dynamic: chat's batch lengths vary; dynamic_threads: the kernels use the thread
-            # count torch has when they run, not the one it had when they were compiled. Past
-            # dynamo's recompile limit (8 variants a function) a call runs eagerly.
+            # count torch has when they run, not the one it had when they were compiled;
+            # compile_threads 1: the few kernels compile in this process, with no pool of
+            # compile workers to start (or to lose) beside a training job. Past dynamo's
+            # recompile limit (8 variants a function) a call runs eagerly.
             self.compiled = torch.compile(self.fn, dynamic=True,
-                                          options={"cpp.dynamic_threads": True})
+                                          options={"cpp.dynamic_threads": True,
+                                                   "compile_threads": 1})
         # detached: a parameter or a tensor that requires grad would be a variant of its own
         # (the autograd Functions below do the differentiating)
         plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
         try:
             return self.compiled(*plain)
-        except TorchDynamoException as error:  # e.g. no C++ compiler for inductor's kernels
-            FusedOnCpu.failed = str(error).strip().splitlines()[0] if str(error).strip() \
-                else type(error).__name__
+        except Exception as error:  # e.g. no C++ compiler for inductor's kernels
+            # the math is ours and runs eagerly below: an error that is not the compiler's
+            # raises again there
+            FusedOnCpu.failed = root_cause(error)
             print(f"finetunekit: the lean layers run unfused (compiling their kernels failed: "
                   f"{FusedOnCpu.failed}); set chat.fuse_lean_layers: false to skip trying",
                   file=sys.stderr, flush=True)
             return self.fn(*args)
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost exception of a chain, as `Type: first line`: dynamo wraps the compiler's
+    error in one whose own first line says only which backend raised."""
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 rms_norm, rms_norm_backward = FusedOnCpu(_rms_norm), FusedOnCpu(_rms_norm_backward)
