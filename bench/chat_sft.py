@@ -17,8 +17,6 @@ bf16 matmul rate (e.g. --runs trl_default_full_bf16,finetunekit_full_bf16). A na
 _compile (before any _bf16) runs that side under torch.compile: `train.compile: true` for
 finetunekit, `torch_compile=True` for TRL (e.g. --runs finetunekit_lora_compile); compilation
 happens in the untimed warm-up steps, whose wall time every result records as `warmup_s`.
-A finetunekit name ending in _unfused (before any _compile or _bf16) runs the lean layers' math
-eagerly (`chat.fuse_lean_layers: false`), e.g. --runs finetunekit_lora,finetunekit_lora_unfused.
 
 Every configuration runs in its own child process (one process tree), so each peak RSS is its
 own. Figures per run: trained (non-padding) tokens per second, seconds per step, peak RSS, final
@@ -141,8 +139,6 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
 
     lora, precision = "lora" in name, _precision(name)
     base = name.removesuffix("_bf16").removesuffix("_compile")
-    fused = not base.endswith("_unfused")
-    base = base.removesuffix("_unfused")
     # _gc / _sel / _nogc: full / selective checkpointing, or none; otherwise our default
     gc = {"_gc": True, "_sel": "selective", "_nogc": False}.get(base[base.rfind("_"):])
     cfg = config_mod.validate({
@@ -155,7 +151,6 @@ def _finetunekit(name: str, args: argparse.Namespace, folder: Path) -> dict:
                   **({} if gc is None else {"gradient_checkpointing": gc}),
                   "log_every": 1, "checkpoint_every": 10**9, "warmup_ratio": 0.0,
                   "precision": precision, "compile": _compiled(name)},
-        "chat": {"fuse_lean_layers": fused},
         "output": str(folder / name),
     })
     task = ChatSFT(cfg)
