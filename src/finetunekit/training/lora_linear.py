@@ -35,8 +35,8 @@ class _FoldedLoraLinear(torch.autograd.Function):
     The adapter gradients are rank-r products that only read activations, so their cost is
     memory traffic, and two choices halve it. `x @ A^T` ([tokens, r]) is made in forward, right
     after the output's matmul has read x, and kept (r floats a token) instead of reading x again
-    in backward. `dB` is computed as `(x A^T)^T @ g`, then transposed: `g^T @ (x A^T)`, a product
-    over tokens with a transposed big operand, ran at half the memory rate (5-6 against 11 GB/s
+    in backward. `dB` is computed as `((x A^T)^T @ g)^T`: the direct `g^T @ (x A^T)`, a product
+    over tokens whose big operand is transposed, ran at half the memory rate (5-6 against 11 GB/s
     on this CPU, out of cache). In backward, g is read by the input gradient's matmul and at once
     again for `g @ B` and `dB`, while it is still in cache."""
 
