@@ -75,14 +75,22 @@ def test_compile_after_an_eager_run_in_the_same_process_is_honoured(tiny_config)
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager(tiny_config, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_training_matches_eager(tiny_config, tmp_path: Path) -> None:
     """torch.compile (inductor, on CPU here) trains the same weights, within float noise, and
     checkpoints keep plain parameter names. Inductor draws dropout masks from its own generator
     unless told to use eager's, which the comparison needs (the model has dropout)."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    # config.patch, not monkeypatch: pytest's undo deletes the key from torch's config module,
+    # and every later inductor compile in this worker that misses the kernel cache then fails
+    # on `config.fallback_random does not exist` (test_lean_layers' fused kernels, say)
+    with torch._inductor.config.patch(fallback_random=True):
+        weights = _train_eager_and_compiled(tiny_config, tmp_path)
+    diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
+    assert diff < 1e-4, diff
+
+
+def _train_eager_and_compiled(tiny_config, tmp_path: Path) -> dict[bool, dict]:
     weights = {}
     for compiled in (False, True):
         tiny_config.train.compile = compiled
@@ -95,8 +103,7 @@ def test_compiled_training_matches_eager(tiny_config, tmp_path: Path,
         step = sorted((run.dir / "checkpoints").glob("step-*"))[-1]
         keys = load_file(str(step / "model.safetensors")).keys()
         assert not any("_orig_mod" in k for k in keys)
-    diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
-    assert diff < 1e-4, diff
+    return weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast and SDPA kernels: GPU")

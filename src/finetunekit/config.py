@@ -123,6 +123,9 @@ class ChatConfig(Section):
     # RMSNorm and SwiGLU MLP layers that keep fewer tensors for backward (same math; see
     # training/lean_layers.py); off under train.compile, whose fused kernels save their own
     lean_layers: bool = True
+    # their elementwise math compiled into fused CPU kernels (torch.compile of a few small
+    # functions, about 20 s once; eager where compiling fails, on GPU, or when false)
+    fuse_lean_layers: bool = True
 
 
 class ImageConfig(Section):

@@ -129,7 +129,7 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
 
 
 # task settings that change how a step runs, not what it computes: a resume may change them
-RESUMABLE_ACROSS = {"lean_layers"}
+RESUMABLE_ACROSS = {"lean_layers", "fuse_lean_layers"}
 
 
 TASK_SECTION = {"chat": "chat", "image-classification": "image", "speech-recognition": "audio",
@@ -249,7 +249,7 @@ def prepare_for_training(model: Any, cfg: Config, task: Task) -> Any:
         set_activation_checkpointing(model, cfg.train.gradient_checkpointing)
     model = apply_peft(model, cfg.peft, task.peft_task_type)
     if task.lean_layers:
-        use_lean_layers(model)
+        use_lean_layers(model, fused=task.fuse_lean_layers)
     return model
 
 

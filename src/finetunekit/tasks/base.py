@@ -53,6 +53,11 @@ class Task(ABC):
         """Whether training swaps in the memory-lean norm and MLP layers (training/lean_layers)."""
         return False
 
+    @property
+    def fuse_lean_layers(self) -> bool:
+        """Whether the lean layers' math runs as compiled fused kernels on CPU."""
+        return False
+
     def checkpointing(self, model: torch.nn.Module) -> bool | str:
         """What `train.gradient_checkpointing: auto` means for this task and loaded model."""
         return False

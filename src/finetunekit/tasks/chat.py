@@ -121,6 +121,10 @@ class ChatSFT(Task):
     def lean_layers(self) -> bool:
         return self.cfg.chat.lean_layers and not self.cfg.train.compile
 
+    @property
+    def fuse_lean_layers(self) -> bool:
+        return self.cfg.chat.fuse_lean_layers
+
     def checkpointing(self, model: torch.nn.Module) -> bool | str:
         """Selective checkpointing, except for LoRA with the lean layers when training without
         checkpointing is estimated to hold at most a quarter of the device's memory in
