@@ -84,26 +84,21 @@ def test_compiled_training_matches_eager(tiny_config, tmp_path: Path) -> None:
     # config.patch, not monkeypatch: pytest's undo deletes the key from torch's config module,
     # and every later inductor compile in this worker that misses the kernel cache then fails
     # on `config.fallback_random does not exist` (test_lean_layers' fused kernels, say)
+    weights = {}
     with torch._inductor.config.patch(fallback_random=True):
-        weights = _train_eager_and_compiled(tiny_config, tmp_path)
+        for compiled in (False, True):
+            tiny_config.train.compile = compiled
+            tiny_config.train.max_steps = 4
+            tiny_config.train.checkpoint_every = 2
+            tiny_config.output = str(tmp_path / f"run-{compiled}")
+            run = run_mod.train(tiny_config, progress=False)
+            assert run.status["status"] == "complete"
+            weights[compiled] = load_file(str(run.model_dir / "model.safetensors"))
+            step = sorted((run.dir / "checkpoints").glob("step-*"))[-1]
+            keys = load_file(str(step / "model.safetensors")).keys()
+            assert not any("_orig_mod" in k for k in keys)
     diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
     assert diff < 1e-4, diff
-
-
-def _train_eager_and_compiled(tiny_config, tmp_path: Path) -> dict[bool, dict]:
-    weights = {}
-    for compiled in (False, True):
-        tiny_config.train.compile = compiled
-        tiny_config.train.max_steps = 4
-        tiny_config.train.checkpoint_every = 2
-        tiny_config.output = str(tmp_path / f"run-{compiled}")
-        run = run_mod.train(tiny_config, progress=False)
-        assert run.status["status"] == "complete"
-        weights[compiled] = load_file(str(run.model_dir / "model.safetensors"))
-        step = sorted((run.dir / "checkpoints").glob("step-*"))[-1]
-        keys = load_file(str(step / "model.safetensors")).keys()
-        assert not any("_orig_mod" in k for k in keys)
-    return weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast and SDPA kernels: GPU")
