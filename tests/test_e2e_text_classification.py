@@ -38,6 +38,8 @@ def test_run_directory_contract(food_run) -> None:
     assert food_run.status["status"] == "complete"
     assert set(food_run.before) >= {"accuracy", "macro_f1", "loss"}
     assert set(food_run.after) == set(food_run.before)
+    baseline = json.loads((d / "eval" / "before_details.json").read_text())["baseline"]
+    assert baseline.endswith("chosen by 5-fold cross-validation)"), baseline
     report = json.loads((d / "data" / "report.json").read_text())
     assert report["splits"]["train"]["labels"].keys() == {"great", "other"}
     losses = [r["loss"] for r in food_run.metrics() if "loss" in r]

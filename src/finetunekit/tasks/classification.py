@@ -9,6 +9,7 @@ frozen backbone's features. A subclass only says how to get logits and features 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +23,9 @@ from ..errors import UserError
 from ..evaluate.classification import classification_metrics
 from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
+
+PROBE_CS = np.logspace(-4, 2, 7)  # the linear probe's inverse regularization strengths tried
+PROBE_FOLDS = 5
 
 
 def label_text(value: Any, column: str) -> str:
@@ -40,7 +44,7 @@ class ClassificationTask(Task):
     default_metric = "accuracy"
     metric_mode = "max"
     input_field: ClassVar[str]  # the row field shown as the prediction's input
-    probe_c: ClassVar[float] = 1.0  # inverse regularization of the linear probe
+    probe_c: ClassVar[float] = 1.0  # the probe's regularization where it cannot be cross-validated
 
     labels: list[str]
 
@@ -123,16 +127,40 @@ class ClassificationTask(Task):
         self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
     ) -> EvalResult:
         """Linear probe: logistic regression on frozen features (the new head is untrained)."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        probe, how = self.fit_probe(self.features(model, train), [index[r["label"]] for r in train])
+        scores = torch.from_numpy(np.asarray(probe.decision_function(self.features(model, test)),
+                                             dtype=np.float64))
+        if scores.ndim == 1:  # two classes: one logit difference
+            scores = torch.stack([torch.zeros_like(scores), scores], dim=1)
+        logits = torch.full((len(test), len(self.labels)), -1e9)  # classes the probe never saw
+        # log-softmax of the scores, not log(predict_proba): a confident probe's probabilities
+        # round to 0, whose log is -inf
+        logits[:, torch.as_tensor(probe.classes_)] = scores.log_softmax(-1).float()
+        result = self._result(logits, test)
+        result.details["baseline"] = f"linear probe on frozen pooled features ({how})"
+        return result
+
+    def fit_probe(self, features: np.ndarray, labels: list[int]) -> tuple[Any, str]:
+        """Logistic regression on standardized features, and how its regularization was chosen.
+
+        The strength is chosen by stratified cross-validation on the training rows (log loss):
+        no one value suits every feature set, and a badly regularized probe would make the
+        'before' number unfairly low (on the food reviews, C=1 read 0.749 accuracy where the
+        chosen C=0.01 reads 0.777). With fewer than two rows of some class there is nothing to
+        cross-validate, and the task's `probe_c` is used."""
         from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        index = {name: i for i, name in enumerate(self.labels)}
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=self.probe_c))
-        probe.fit(self.features(model, train), [index[r["label"]] for r in train])
-        log_proba = probe.predict_log_proba(self.features(model, test))
-        logits = torch.full((len(test), len(self.labels)), -1e9)  # classes the probe never saw
-        logits[:, torch.as_tensor(probe.classes_)] = torch.from_numpy(log_proba).float()
-        result = self._result(logits, test)
-        result.details["baseline"] = "linear probe on frozen pooled features"
-        return result
+        folds = min(PROBE_FOLDS, *Counter(labels).values())
+        if folds < 2 or len(set(labels)) < 2:
+            return probe.fit(features, labels), f"C={self.probe_c:g}"
+        search = GridSearchCV(
+            probe, {"logisticregression__C": PROBE_CS}, scoring="neg_log_loss",
+            cv=StratifiedKFold(folds, shuffle=True, random_state=self.cfg.train.seed),
+        ).fit(features, labels)
+        chosen = search.best_params_["logisticregression__C"]
+        return search.best_estimator_, f"C={chosen:g}, chosen by {folds}-fold cross-validation"
