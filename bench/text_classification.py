@@ -215,12 +215,29 @@ def summarize(results: dict, runs: dict[str, list[dict]]) -> None:
     if len(pairs) > 1:
         deltas = [a["accuracy"] - b["accuracy"] for a, b in pairs]
         speed = [a["examples_per_s"] / b["examples_per_s"] for a, b in pairs]
-        error = statistics.stdev(deltas) / len(deltas) ** 0.5
         results["paired"] = {
             "seeds": [a["seed"] for a, _ in pairs], "accuracy_deltas": deltas,
-            "accuracy_delta_mean": statistics.fmean(deltas), "accuracy_delta_stderr": error,
-            "examples_per_s_ratios": speed,
+            **paired_gap(deltas), "examples_per_s_ratios": speed,
         }
+
+
+def paired_gap(deltas: list[float]) -> dict:
+    """The mean of the per-seed accuracy differences (finetunekit minus Trainer), its standard
+    error and Student's t 95% interval, and how many seeds fell below, on and above zero: what
+    "at least the same accuracy" can be read from, since one seed's spread (about half a point)
+    is larger than any gap either side's code could explain."""
+    from scipy import stats  # scikit-learn's dependency, so always installed with finetunekit
+
+    mean = statistics.fmean(deltas)
+    error = statistics.stdev(deltas) / len(deltas) ** 0.5
+    half = float(stats.t.ppf(0.975, len(deltas) - 1)) * error
+    return {
+        "accuracy_delta_mean": mean, "accuracy_delta_stderr": error,
+        "accuracy_delta_ci95": [mean - half, mean + half],
+        "accuracy_delta_signs": {"lower": sum(d < 0 for d in deltas),
+                                 "equal": sum(d == 0 for d in deltas),
+                                 "higher": sum(d > 0 for d in deltas)},
+    }
 
 
 if __name__ == "__main__":
