@@ -6,7 +6,10 @@ its defaults otherwise. The parent writes bench/results/text_classification.json
 
 One seed cannot tell a real accuracy difference from seed noise (1,000 test rows give a standard
 error of about 1.2 points), so the job is run once per seed on each side and the figures are
-means; each side's per-seed runs are kept under `runs`.
+means; each side's per-seed runs are kept under `runs`. A seed fixes a run only on one host: two
+runs there match to the bit, but the same seed on another day's host (other CPU kernels, other
+rounding) moved by about 0.3 points, so the paired gap needs many seeds, and `paired` gives its
+95% interval.
 
     python bench/text_classification.py                 # the real job, seeds 42, 1, 2
     python bench/text_classification.py --seeds 42      # one seed (about 13 minutes)
