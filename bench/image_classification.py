@@ -87,7 +87,7 @@ def child(side: str, args: argparse.Namespace, result_path: Path) -> None:
         training_args = TrainingArguments(
             output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size,
             max_steps=args.steps, learning_rate=1e-3, weight_decay=0.01,
-            warmup_steps=round(0.1 * args.steps), lr_scheduler_type="linear", max_grad_norm=1.0,
+            warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0,
             optim="adamw_torch", seed=0, use_cpu=True, report_to="none", logging_strategy="no",
             save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,

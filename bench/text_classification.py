@@ -16,6 +16,12 @@ rounding) moved by about 0.3 points, so the paired gap needs many seeds, and `pa
     python bench/text_classification.py --seeds 3,4,5 --add   # more seeds, added to the results
     python bench/text_classification.py --quick        # a few seconds, to keep the bench working
 
+`--same-batches` takes the two draws that make seeds differ away (batch order and dropout masks):
+both sides read the rows in file order (finetunekit's `train.shuffle: false`, the Trainer's
+`train_sampling_strategy="sequential"`) on a copy of the model with dropout off, and the results
+(bench/results/text_classification_same_batches.json) give the largest difference between their
+final weights: 0 when the two loops compute the same thing.
+
 An ablation changes finetunekit's side only, into a copy of the results (the Trainer's runs stay):
     cp bench/results/text_classification.json /tmp/abl.json
     python bench/text_classification.py --sides finetunekit --out /tmp/abl.json \
@@ -55,7 +61,7 @@ def read_rows(path: Path, limit: int | None) -> list[dict]:
 
 
 def run_finetunekit(settings: dict, model: str, workdir: Path,
-                    overrides: list[str] | None = None) -> dict:
+                    overrides: list[str] | None = None, weights_to: Path | None = None) -> dict:
     import finetunekit
     from finetunekit import config as config_mod
 
@@ -72,6 +78,10 @@ def run_finetunekit(settings: dict, model: str, workdir: Path,
     }, overrides or []))
     run = finetunekit.train(cfg, progress=False)
     status = run.status
+    if weights_to is not None:
+        from transformers import AutoModelForSequenceClassification
+
+        save_weights(AutoModelForSequenceClassification.from_pretrained(run.dir / "model"), weights_to)
     return {
         "examples_per_s": status["train_examples"] * settings["epochs"] / status["train_seconds"],
         "wall_s": status["train_seconds"],
@@ -79,7 +89,8 @@ def run_finetunekit(settings: dict, model: str, workdir: Path,
     }
 
 
-def run_hf_trainer(settings: dict, model_path: str, workdir: Path) -> dict:
+def run_hf_trainer(settings: dict, model_path: str, workdir: Path, sequential: bool = False,
+                   weights_to: Path | None = None) -> dict:
     import numpy as np
     from datasets import Dataset
     from transformers import (
@@ -113,27 +124,55 @@ def run_hf_trainer(settings: dict, model_path: str, workdir: Path) -> dict:
         warmup_steps=settings["warmup_ratio"], lr_scheduler_type="linear", seed=settings["seed"],
         save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
         use_cpu=True, disable_tqdm=True,
+        train_sampling_strategy="sequential" if sequential else "random",
     )
     trainer = Trainer(model=model, args=args, train_dataset=encode(train_rows),
                       data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
+    if weights_to is not None:
+        save_weights(model, weights_to)
     logits = trainer.predict(encode(test_rows)).predictions
     accuracy = float((np.argmax(logits, -1) == [index[r["score"]] for r in test_rows]).mean())
     return {"examples_per_s": len(train_rows) * settings["epochs"] / wall, "wall_s": wall,
             "accuracy": accuracy}
 
 
-def worker(name: str, settings: dict, out: Path, overrides: list[str]) -> None:
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def without_dropout(folder: Path) -> Path:
+    """A copy of the bench model with dropout off (its weights linked, its config changed)."""
     from finetunekit.models import resolve_model
 
-    model = resolve_model("builtin:minilm")
+    source = Path(resolve_model("builtin:minilm"))
+    folder.mkdir()
+    for item in source.iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item.resolve())
+    config = json.loads((source / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def worker(name: str, settings: dict, out: Path, overrides: list[str],
+           model_dir: Path | None) -> None:
+    from finetunekit.models import resolve_model
+
+    model = str(model_dir) if model_dir else resolve_model("builtin:minilm")
+    weights = out.with_suffix(".safetensors") if model_dir else None
     with tempfile.TemporaryDirectory() as tmp:
         if name == "finetunekit":
-            result = run_finetunekit(settings, "builtin:minilm", Path(tmp), overrides)
+            result = run_finetunekit(settings, model if model_dir else "builtin:minilm", Path(tmp),
+                                     overrides, weights_to=weights)
         else:
-            result = run_hf_trainer(settings, model, Path(tmp))
+            result = run_hf_trainer(settings, model, Path(tmp), sequential=model_dir is not None,
+                                    weights_to=weights)
     result["peak_rss_mb"] = peak_rss_mb()
     out.write_text(json.dumps(result))
 
@@ -146,11 +185,15 @@ def main() -> None:
     parser.add_argument("--sides", default="finetunekit,hf_trainer",
                         help="which sides to run; a subset replaces only those in an existing "
                              "--out file (the Trainer's runs do not change with our code)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text_classification.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results/text_classification"
+                        "[_same_batches].json")
     parser.add_argument("--worker", choices=["finetunekit", "hf_trainer"], help=argparse.SUPPRESS)
     parser.add_argument("--add", action="store_true",
                         help="keep the runs already in --out and add this invocation's to them")
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--same-batches", action="store_true",
+                        help="file order and no dropout on both sides; compares final weights")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for the finetunekit side, as `train --set` takes "
                              "it (an ablation, into a copy of the results: see the top of this file)")
@@ -158,13 +201,18 @@ def main() -> None:
     settings = QUICK if args.quick else FULL
     seeds = [int(x) for x in args.seeds.split(",")] if not args.quick else [FULL["seed"]]
     if args.worker:
-        worker(args.worker, {**settings, "seed": seeds[0]}, args.worker_out, args.set)
+        worker(args.worker, {**settings, "seed": seeds[0]}, args.worker_out, args.set,
+               args.model_dir)
+        return
+    name = "text_classification_same_batches" if args.same_batches else "text_classification"
+    args.out = args.out or REPO / "bench" / "results" / f"{name}.json"
+    if args.same_batches:
+        same_batches(args, settings, seeds)
         return
 
     results: dict = {"settings": {**settings, "seed": seeds, "finetunekit_set": args.set},
                      "model": "builtin:minilm",
                      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
     sides = args.sides.split(",")
     if not sides or not set(sides) <= {"finetunekit", "hf_trainer"}:
         parser.error(f"--sides: expected finetunekit and/or hf_trainer, got {args.sides!r}")
@@ -177,11 +225,7 @@ def main() -> None:
         for seed in seeds:  # the sides alternate, so a slow spell of the machine hits both
             for name, side in runs.items():
                 out = Path(tmp) / f"{name}-{seed}.json"
-                cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(out),
-                       "--seeds", str(seed)]
-                cmd += ["--quick"] if args.quick else []
-                cmd += [f"--set={item}" for item in args.set]
-                subprocess.run(cmd, check=True, env=env)
+                run_worker(name, seed, out, args.quick, [f"--set={item}" for item in args.set])
                 side.append({"seed": seed, **json.loads(out.read_text())})
                 print(name, side[-1], flush=True)
     if args.add:  # the runs of an earlier invocation stay, and the figures cover all of them
@@ -191,6 +235,42 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["ratios"], indent=2))
+
+
+def run_worker(name: str, seed: int, out: Path, quick: bool, extra: list[str]) -> None:
+    """One side's run for one seed, in a child process of its own (so peak RSS is its own)."""
+    cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(out), "--seeds", str(seed)]
+    cmd += (["--quick"] if quick else []) + extra
+    env = {**os.environ, "FINETUNEKIT_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(cmd, check=True, env=env)
+
+
+def same_batches(args: argparse.Namespace, settings: dict, seeds: list[int]) -> None:
+    """Both sides on the same batches without dropout: the largest final-weight difference."""
+    import torch
+    from safetensors.torch import load_file
+
+    results: dict = {"settings": {**settings, "seed": seeds, "order": "file order, every epoch",
+                                  "dropout": 0.0}, "model": "builtin:minilm without dropout",
+                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                     "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = without_dropout(Path(tmp) / "model")
+        for seed in seeds:
+            run: dict = {"seed": seed}
+            for name in ("finetunekit", "hf_trainer"):
+                out = Path(tmp) / f"{name}-{seed}.json"
+                run_worker(name, seed, out, args.quick,
+                           ["--model-dir", str(model_dir), "--set=train.shuffle=false"])
+                run[name] = json.loads(out.read_text())
+            ours, theirs = (load_file(str(Path(tmp) / f"{n}-{seed}.safetensors"))
+                            for n in ("finetunekit", "hf_trainer"))
+            run["max_weight_difference"] = max(
+                float(torch.max(torch.abs(ours[k] - theirs[k]))) for k in theirs)
+            print(json.dumps(run), flush=True)
+            results["runs"].append(run)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def summarize(results: dict, runs: dict[str, list[dict]]) -> None:

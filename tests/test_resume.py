@@ -144,6 +144,10 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_config) -> None:
                                    "train": {**tiny_config.train.model_dump(), "batch_size": 4}})
     with pytest.raises(UserError, match=r"cannot resume .*train.batch_size: 8 -> 4"):
         train(changed, resume=True, progress=False)
+    in_file_order = config_mod.validate({**tiny_config.model_dump(mode="json"),
+                                         "train": {**tiny_config.train.model_dump(), "shuffle": False}})
+    with pytest.raises(UserError, match=r"cannot resume .*train.shuffle: None -> False"):
+        train(in_file_order, resume=True, progress=False)  # other batches than the checkpoint's
 
 
 def test_sigterm_before_training_exits_cleanly(tmp_path: Path, tiny_config) -> None:

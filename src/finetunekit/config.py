@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserError
 
@@ -84,6 +92,10 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
+    # false: every epoch reads the training rows in file order (no length grouping), as the HF
+    # Trainer's train_sampling_strategy="sequential": a curriculum, or replaying another
+    # trainer's batches. Packing orders rows by length, so it needs shuffling
+    shuffle: bool = True
     packing: bool = False
     # true: full checkpointing (least memory; a second forward in backward). selective: keeps
     # matmul and attention outputs, recomputes norms, activations and LoRA's low-rank products
@@ -105,6 +117,14 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     max_bad_steps: int = Field(default=5, ge=1)  # non-finite steps in a row before stopping
     num_threads: int | None = Field(default=None, gt=0)
+
+    @field_validator("packing")
+    @classmethod
+    def _packing_needs_shuffle(cls, packing: bool, info: ValidationInfo) -> bool:
+        if packing and info.data.get("shuffle") is False:
+            raise ValueError("packing fills rows longest first, so it cannot keep the file order "
+                             "that train.shuffle: false asks for; set one of them the other way")
+        return packing
 
 
 class EvalConfig(Section):

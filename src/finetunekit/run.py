@@ -122,6 +122,9 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
         "train.max_length": cfg.train.max_length, "train.seed": cfg.train.seed,
         "train.packing": cfg.train.packing, "peft": cfg.peft.model_dump(mode="json"),
     }
+    for key in ("shuffle", "group_by_length"):  # the batch order: kept only when off (its
+        if not getattr(cfg.train, key):  # default), so checkpoints from before these keys resume
+            fp[f"train.{key}"] = False
     section = TASK_SECTION.get(cfg.task)
     if section:  # the task's own settings (template, augmentation, ...) shape batches too
         fp[section] = getattr(cfg, section).model_dump(mode="json", exclude=RESUMABLE_ACROSS)
@@ -265,7 +268,8 @@ def training_data(cfg: Config, task: Task, rows: list[dict]) -> Any:
                                           cfg.train.seed)
         return TrainData(examples, sampler, task.collate_packed)
     sampler = EpochBatchSampler(lengths, cfg.train.batch_size, cfg.train.seed,
-                                group_by_length=cfg.train.group_by_length)
+                                shuffle=cfg.train.shuffle,
+                                group_by_length=cfg.train.group_by_length and cfg.train.shuffle)
     return TrainData(examples, sampler, task.collate)
 
 

@@ -6,6 +6,8 @@ dimensions): decaying them only hurts, and every serious recipe excludes them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import get_scheduler
 
@@ -37,10 +39,12 @@ def _can_fuse(params: list[torch.nn.Parameter]) -> bool:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """The schedule, with `ceil(warmup_ratio x total_steps)` warm-up steps: the rounding of the
+    HF Trainer (and so TRL), so a recipe moved over from them gets the same warm-up to the step."""
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[
         cfg.scheduler
     ]
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
     return get_scheduler(
         name, optimizer, num_warmup_steps=warmup, num_training_steps=max(1, total_steps)
     )
