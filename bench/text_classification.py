@@ -164,14 +164,15 @@ def worker(name: str, settings: dict, out: Path, overrides: list[str],
            model_dir: Path | None) -> None:
     from finetunekit.models import resolve_model
 
-    model = str(model_dir) if model_dir else resolve_model("builtin:minilm")
-    weights = out.with_suffix(".safetensors") if model_dir else None
+    same_batches = model_dir is not None  # --same-batches: its model, its order, weights kept
+    weights = out.with_suffix(".safetensors") if same_batches else None
     with tempfile.TemporaryDirectory() as tmp:
         if name == "finetunekit":
-            result = run_finetunekit(settings, model if model_dir else "builtin:minilm", Path(tmp),
-                                     overrides, weights_to=weights)
+            model = str(model_dir) if same_batches else "builtin:minilm"
+            result = run_finetunekit(settings, model, Path(tmp), overrides, weights_to=weights)
         else:
-            result = run_hf_trainer(settings, model, Path(tmp), sequential=model_dir is not None,
+            model = str(model_dir) if same_batches else resolve_model("builtin:minilm")
+            result = run_hf_trainer(settings, model, Path(tmp), sequential=same_batches,
                                     weights_to=weights)
     result["peak_rss_mb"] = peak_rss_mb()
     out.write_text(json.dumps(result))

@@ -95,6 +95,20 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
+def no_dropout_bert(tiny_bert: Path, tmp_path: Path) -> Path:
+    """The tiny BERT with dropout off: where two runs must agree exactly (several processes,
+    or our loop against the Trainer), dropout would draw different masks in each."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    cfg = BertConfig.from_pretrained(tiny_bert)
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+    folder = tmp_path / "bert-no-dropout"
+    BertModel.from_pretrained(tiny_bert, config=cfg).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
 def review_data(tmp_path: Path) -> dict[str, Path]:
     return {
         "train": write_jsonl(tmp_path / "data" / "train.jsonl", make_reviews(96, seed=1)),

@@ -15,19 +15,6 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
-def no_dropout_bert(tiny_bert: Path, tmp_path: Path) -> Path:
-    """Dropout draws different masks per process; without it the runs must agree exactly."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    cfg = BertConfig.from_pretrained(tiny_bert)
-    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
-    folder = tmp_path / "bert-no-dropout"
-    BertModel.from_pretrained(tiny_bert, config=cfg).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
-    return folder
-
-
 def run(config: Path, nproc: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FINETUNEKIT_QUIET": "1"}
     env.pop("WORLD_SIZE", None)

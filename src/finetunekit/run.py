@@ -268,8 +268,7 @@ def training_data(cfg: Config, task: Task, rows: list[dict]) -> Any:
                                           cfg.train.seed)
         return TrainData(examples, sampler, task.collate_packed)
     sampler = EpochBatchSampler(lengths, cfg.train.batch_size, cfg.train.seed,
-                                shuffle=cfg.train.shuffle,
-                                group_by_length=cfg.train.group_by_length and cfg.train.shuffle)
+                                shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length)
     return TrainData(examples, sampler, task.collate)
 
 

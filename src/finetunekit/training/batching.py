@@ -45,7 +45,8 @@ class EpochBatchSampler:
     With `group_by_length`, examples are shuffled, cut into mega-batches of 50 batches, sorted by
     length inside each, and the batches shuffled again: padding drops sharply while batches stay
     random across the epoch (the scheme of Hugging Face's LengthGroupedSampler); the batch of
-    the longest padded size goes first (`heaviest_first`).
+    the longest padded size goes first (`heaviest_first`). Without `shuffle`, every epoch is the
+    examples in their given order, ungrouped (the Trainer's "sequential").
     """
 
     def __init__(
@@ -71,7 +72,8 @@ class EpochBatchSampler:
     def batches(self) -> list[list[int]]:
         n = len(self.lengths)
         order = _permutation(n, self.seed, self.epoch) if self.shuffle else list(range(n))
-        if self.group_by_length:
+        grouping = self.group_by_length and self.shuffle
+        if grouping:
             mega = self.batch_size * 50
             grouped: list[int] = []
             for start in range(0, n, mega):
@@ -81,7 +83,7 @@ class EpochBatchSampler:
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        if self.group_by_length and self.shuffle and len(batches) > 1:
+        if grouping and len(batches) > 1:
             perm = _permutation(len(batches), self.seed + 1, self.epoch)
             batches = heaviest_first([batches[i] for i in perm], self.lengths)
         return batches
