@@ -207,6 +207,32 @@ def test_chat_keeps_freed_blocks_and_the_other_token_tasks_bound_them() -> None:
     assert ChatSFT.cpu_mmap_threshold_mb is None
 
 
+@pytest.mark.parametrize("train, threshold", [
+    ({}, 4),  # length-grouped, shuffled: the task's own
+    ({"shuffle": False}, 32),  # file order: nearly every batch near full length
+    ({"group_by_length": False}, 32),
+])
+def test_ungrouped_batches_raise_the_mmap_threshold_to_glibcs_ceiling(
+        tiny_config, train: dict, threshold: int) -> None:
+    from finetunekit.memory import UNGROUPED_MMAP_THRESHOLD_MB
+    from finetunekit.tasks import get_task
+
+    assert UNGROUPED_MMAP_THRESHOLD_MB == 32
+    for key, value in train.items():
+        setattr(tiny_config.train, key, value)
+    assert get_task(tiny_config).mmap_threshold_mb == threshold
+
+
+@pytest.mark.parametrize("train", [{}, {"shuffle": False}, {"packing": True}])
+def test_chat_keeps_every_freed_block_however_it_batches(tmp_path: Path, train: dict) -> None:
+    from finetunekit import config as config_mod
+    from finetunekit.tasks import get_task
+
+    cfg = config_mod.validate({"task": "chat", "model": "builtin:smollm2-135m-instruct",
+                               "data": {"train": str(tmp_path / "chat.jsonl")}, "train": train})
+    assert get_task(cfg).mmap_threshold_mb is None
+
+
 _THREAD_CACHE_PROBE = """
 import ctypes
 libc = ctypes.CDLL("libc.so.6")

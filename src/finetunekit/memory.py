@@ -34,6 +34,14 @@ MB = 2**20
 #   8 or 16 (fewer shapes) changed neither figure. Huge pages for those mappings (PyTorch's
 #   THP_MEM_ALLOC_ENABLE=1, fewer faults) were slower still: 85-97 s against 72-75 s (this
 #   host's THP defrag setting, "madvise", lets such faults stall to compact memory).
+#   That price is paid per block of the threshold's size or more, so it is small while most
+#   batches are short, as length-grouped ones are, and large where most are near full length:
+#   in file order, without grouping (or packed), nearly every activation is mapped and faulted in
+#   again at each use. Food reviews in file order, 40 steps, two runs each alternated:
+#   4 MiB 9.1-9.4 examples/s, peak 1,997-2,006 MiB; 8 MiB 12.3-13.4, 2,436-2,489; 16 MiB
+#   12.6-13.1, 2,478-2,482; 32 MiB 12.6-13.4, 2,483-2,514; glibc's own (dynamic) 12.7-13.9,
+#   2,525-2,591. So ungrouped batches take glibc's own ceiling, fixed from the first step
+#   (UNGROUPED_MMAP_THRESHOLD_MB): 1.4x the speed for a 25% higher peak.
 # - The other end, `None`: every freed block stays in the one heap for reuse (no mmap, no trim,
 #   one arena), so after the largest batches have come, a step faults in no fresh page. Chat
 #   takes it (see ChatSFT): its sequences are 4x longer, its steps 30x dearer, and a step of
@@ -51,6 +59,7 @@ MB = 2**20
 # Both only where the user has not set them (the environment variables below win), and only for
 # tasks whose batch shapes vary (Task.varied_shapes): with fixed shapes the kernel cache is reused
 # every step and the heap does not fragment.
+UNGROUPED_MMAP_THRESHOLD_MB = 32  # glibc's largest dynamic threshold on 64-bit (man mallopt)
 KERNEL_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
                     "MALLOC_ARENA_MAX")

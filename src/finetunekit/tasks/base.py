@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.readers import Table, read_table
-from ..memory import allocator_environment, on_gpu, set_up_cpu_memory
+from ..memory import UNGROUPED_MMAP_THRESHOLD_MB, allocator_environment, on_gpu, set_up_cpu_memory
 from ..models import NO_HUB_KERNELS
 
 
@@ -40,7 +40,8 @@ class Task(ABC):
     # keeps kernel caches and the heap from creeping; fixed-shape inputs (images, 30 s audio
     # windows) keep the caches, which there are reused every step
     varied_shapes: ClassVar[bool] = True
-    # with varied shapes, CPU blocks of this many MiB and more go back to the system when freed:
+    # with varied shapes in length-grouped batches, CPU blocks of this many MiB and more go back
+    # to the system when freed (ungrouped ones: mmap_threshold_mb):
     # lower bounds the peak, higher spares page faults; None keeps every freed block for reuse
     # (no page faults once the heap holds the largest batch; the trade-off measured in memory.py)
     cpu_mmap_threshold_mb: ClassVar[int | None] = 4
@@ -62,11 +63,23 @@ class Task(ABC):
         """What `train.gradient_checkpointing: auto` means for this task and loaded model."""
         return False
 
+    @property
+    def mmap_threshold_mb(self) -> int | None:
+        """The mmap threshold this run's batches call for: the task's own for length-grouped
+        batches; where most batches are near full length (file order, grouping off, packing), a
+        threshold is paid at nearly every activation, so it rises to glibc's own ceiling (the
+        price measured in memory.py). Keeping every freed block (`None`) holds either way."""
+        train = self.cfg.train
+        grouped = train.shuffle and train.group_by_length and not train.packing
+        if grouped or self.cpu_mmap_threshold_mb is None:
+            return self.cpu_mmap_threshold_mb
+        return UNGROUPED_MMAP_THRESHOLD_MB
+
     def set_up_cpu_memory(self) -> None:
         """Set up CPU memory for this task's batches before training or planning: only varied
-        shapes need it, at the task's own mmap threshold."""
+        shapes need it, at the threshold this run's batching calls for."""
         if self.varied_shapes:
-            set_up_cpu_memory(self.cpu_mmap_threshold_mb)
+            set_up_cpu_memory(self.mmap_threshold_mb)
 
     @classmethod
     def allocator_environment(cls) -> dict[str, str]:
