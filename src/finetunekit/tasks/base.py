@@ -40,10 +40,10 @@ class Task(ABC):
     # keeps kernel caches and the heap from creeping; fixed-shape inputs (images, 30 s audio
     # windows) keep the caches, which there are reused every step
     varied_shapes: ClassVar[bool] = True
-    # with varied shapes in length-grouped batches, CPU blocks of this many MiB and more go back
-    # to the system when freed (ungrouped ones: mmap_threshold_mb):
-    # lower bounds the peak, higher spares page faults; None keeps every freed block for reuse
-    # (no page faults once the heap holds the largest batch; the trade-off measured in memory.py)
+    # with varied shapes, CPU blocks of this many MiB and more go back to the system when freed
+    # (for length-grouped batches; mmap_threshold_mb picks per run): lower bounds the peak,
+    # higher spares page faults; None keeps every freed block for reuse (no page faults once the
+    # heap holds the largest batch; the trade-off measured in memory.py)
     cpu_mmap_threshold_mb: ClassVar[int | None] = 4
 
     def __init__(self, cfg: Config) -> None:
@@ -85,7 +85,8 @@ class Task(ABC):
     def allocator_environment(cls) -> dict[str, str]:
         """Variables a process that trains this task on CPU must start with (for glibc settings
         read only at start-up: memory.allocator_environment); `train` and `plan` start
-        themselves again with them, and benches launch their runs with them."""
+        themselves again with them, and benches launch their runs with them. Only `None` needs
+        any, and a task's `None` holds however it batches, so the class's threshold decides."""
         if not cls.varied_shapes or on_gpu():
             return {}
         return allocator_environment(cls.cpu_mmap_threshold_mb)
