@@ -44,6 +44,11 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"peft": {"method": "qlora"}}, "'peft.method' = 'qlora'"),
         ({"train": {"shuffle": False, "packing": True}},
          "'train.packing' = True: packing fills rows longest first"),
+        ({"train": {"label_smoothing": 1.0}}, "'train.label_smoothing' = 1.0: Input should be less"),
+        ({"task": "chat", "train": {"label_smoothing": 0.1}},
+         "'train.label_smoothing' = 0.1: applies to text-classification, image-classification, "
+         "audio-classification, not to chat"),
+        ({"peft": {"dora": "yes please"}}, "'peft.dora' = 'yes please'"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, change: dict, expected: str) -> None:

@@ -28,18 +28,20 @@ def tiny_llama() -> torch.nn.Module:
         tie_word_embeddings=True))
 
 
-def with_lora(base: torch.nn.Module, ours: bool, dropout: float = 0.0) -> torch.nn.Module:
+def with_lora(base: torch.nn.Module, ours: bool, dropout: float = 0.0, dora: bool = False,
+              rslora: bool = False) -> torch.nn.Module:
     """LoRA on all linear layers, through our setup or plain peft; same A init, random B."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
     if ours:
-        cfg = PeftConfig(method="lora", r=4, alpha=8, dropout=dropout, target="all-linear")
+        cfg = PeftConfig(method="lora", r=4, alpha=8, dropout=dropout, target="all-linear",
+                         dora=dora, rslora=rslora)
         model = apply_peft(copy.deepcopy(base), cfg, "CAUSAL_LM")
     else:
         model = get_peft_model(copy.deepcopy(base), LoraConfig(
             r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear",
-            task_type="CAUSAL_LM"))
+            task_type="CAUSAL_LM", use_dora=dora, use_rslora=rslora))
     torch.manual_seed(2)
     for name, p in model.named_parameters():
         if "lora_B" in name:
@@ -134,3 +136,42 @@ def test_adapters_load_and_merge_in_plain_peft(tmp_path):
         merged = ours.merge_and_unload()
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-4,
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("dora, rslora", [(False, True), (True, False), (True, True)])
+def test_lora_variants_train_as_peft_trains_them(dora, rslora):
+    """rsLoRA keeps the folded fast path with peft's alpha / sqrt(r) scale; DoRA's magnitude
+    vectors train through peft's own forward; both give peft's loss and gradients and merge."""
+    base = tiny_llama()
+    reference = with_lora(base, ours=False, dora=dora, rslora=rslora)
+    ours = with_lora(base, ours=True, dora=dora, rslora=rslora)
+    layer = next(m for m in ours.modules() if isinstance(m, FoldedLoraLinear))
+    assert layer.scaling["default"] == pytest.approx(8 / 4 ** 0.5 if rslora else 8 / 4)
+    ref_loss, ref_grads = loss_and_grads(reference)
+    our_loss, our_grads = loss_and_grads(ours)
+    torch.testing.assert_close(our_loss, ref_loss)
+    magnitudes = [n for n in our_grads if "lora_magnitude_vector" in n]
+    assert len(magnitudes) == (14 if dora else 0)
+    assert our_grads.keys() == ref_grads.keys()
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert ("_FoldedLoraLinearBackward" in backward_nodes(ours)) is not dora
+    ours.eval()
+    ids = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = ours(input_ids=ids).logits
+        torch.testing.assert_close(ours.merge_and_unload()(input_ids=ids).logits, expected,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_lora_variants_enter_the_resume_fingerprint_only_when_on():
+    from finetunekit.config import validate
+    from finetunekit.run import fingerprint
+
+    def peft_part(**peft) -> dict:
+        return fingerprint(validate({"task": "chat", "model": "m", "data": {"train": "t.jsonl"},
+                                     "peft": {"method": "lora", **peft}}))["peft"]
+
+    # the keys a checkpoint written before the variants existed carries: it still resumes
+    assert set(peft_part()) == {"method", "r", "alpha", "dropout", "target"}
+    assert peft_part(dora=True)["dora"] is True and peft_part(rslora=True)["rslora"] is True

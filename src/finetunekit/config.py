@@ -32,6 +32,8 @@ TaskName = Literal[
     "audio-classification",
     "recommendation",
 ]
+# the tasks whose loss is one label per example (train.label_smoothing applies to them)
+CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
 
 
 class Section(BaseModel):
@@ -66,6 +68,13 @@ class PeftConfig(Section):
     # every adapted layer's input, which measured 60% more activation memory than none
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target: str | list[str] = "all-linear"
+    # DoRA (peft's use_dora): each adapted weight learns its column norms apart from its
+    # direction; closer to full fine-tuning at low rank, for a slower step (peft's own layer
+    # runs it, not the folded one, and merges it into plain weights at export)
+    dora: bool = False
+    # rank-stabilized LoRA (peft's use_rslora): the adapter's scale is alpha / sqrt(r) instead
+    # of alpha / r, so a higher rank does not shrink its updates
+    rslora: bool = False
 
 
 class EarlyStopping(Section):
@@ -90,6 +99,11 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
+    # classification tasks: this share of each target spread evenly over all labels (the
+    # Trainer's label_smoothing_factor), so the head is not pushed towards ever larger logits;
+    # 0 trains on the hard labels. Evaluation's loss stays the plain cross-entropy, comparable
+    # between the base model and the tuned one
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
     # false: every epoch reads the training rows in file order (no length grouping), as the HF
@@ -294,6 +308,10 @@ def validate(raw: dict[str, Any], source: str = "config", base_dir: str | None =
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(_format_validation_error(err, source)) from None
+    if cfg.train.label_smoothing and cfg.task not in CLASSIFICATION_TASKS:
+        raise UserError(f"{source}: 'train.label_smoothing' = {cfg.train.label_smoothing!r}: "
+                        f"applies to {', '.join(CLASSIFICATION_TASKS)}, not to {cfg.task}; "
+                        "leave it at 0")
     cfg.base_dir = base_dir
     return cfg
 

@@ -120,7 +120,10 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
         "data.format": cfg.data.format,
         "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
         "train.max_length": cfg.train.max_length, "train.seed": cfg.train.seed,
-        "train.packing": cfg.train.packing, "peft": cfg.peft.model_dump(mode="json"),
+        "train.packing": cfg.train.packing,
+        # LoRA variants only when on (off is their default), so older checkpoints still resume
+        "peft": cfg.peft.model_dump(mode="json", exclude={
+            key for key in ("dora", "rslora") if not getattr(cfg.peft, key)}),
     }
     for key in ("shuffle", "group_by_length"):  # the batch order: kept only when off (its
         if not getattr(cfg.train, key):  # default), so checkpoints from before these keys resume

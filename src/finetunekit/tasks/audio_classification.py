@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from ..data.audio import audio_input_row, load_audio, read_audio_folder, read_audio_table
@@ -145,7 +144,7 @@ class AudioClassification(ClassificationTask):
             inputs = {k: v for k, v in batch.items()
                       if k in ("input_features", "input_values", "attention_mask")}
             logits = model(**inputs).logits
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        return self.label_loss(logits, batch["labels"])
 
     # --- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

@@ -85,6 +85,12 @@ class ClassificationTask(Task):
                 raise UserError(message)
         return kept
 
+    def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss, summed over the batch (the loop divides by the window's examples):
+        cross-entropy in fp32, with `train.label_smoothing`."""
+        return F.cross_entropy(logits.float(), labels, reduction="sum",
+                               label_smoothing=self.cfg.train.label_smoothing)
+
     @abstractmethod
     def _logits(self, model: torch.nn.Module, examples: list[Any]) -> torch.Tensor:
         """Logits `[len(examples), len(labels)]` on CPU, in the order given."""

@@ -212,7 +212,7 @@ class ImageClassification(ClassificationTask):
         # frozen means frozen: no BatchNorm statistics updates, no dropout (and back after)
         getattr(model, "module", model).base_model.train(not self.frozen)
         logits = model(pixel_values=batch["pixel_values"]).logits
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        return self.label_loss(logits, batch["labels"])
 
     # --- evaluation -----------------------------------------------------------------------
     def _batches(self, examples: list[dict[str, Any]]):

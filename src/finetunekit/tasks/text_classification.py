@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.readers import WHERE, RowError, require_text
@@ -82,7 +81,7 @@ class TextClassification(ClassificationTask):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        return self.label_loss(logits, batch["labels"])
 
     # --- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

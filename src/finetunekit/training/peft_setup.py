@@ -1,4 +1,5 @@
-"""PEFT wrapping through `peft`: LoRA on chosen modules (or all linear layers) and merging."""
+"""PEFT wrapping through `peft`: LoRA (or DoRA, rsLoRA) on chosen modules (or all linear layers)
+and merging."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, task_type: str | None) -
         lora_dropout=cfg.dropout,
         target_modules=cfg.target,
         task_type=task_type,
+        use_dora=cfg.dora,
+        use_rslora=cfg.rslora,
     )
     # peft's experimental custom-layer hook: our LoRA Linear is peft's with a faster training
     # forward (training/lora_linear.py); without the hook, peft's own layer does the same math

@@ -1,0 +1,87 @@
+"""`train.label_smoothing` reaches the training loss of every classification family.
+
+Why: the option is read in one shared place (ClassificationTask.label_loss); a family whose loss
+bypassed it would silently train on hard labels. Smoothed cross-entropy is linear in the
+smoothing share, (1 - e) * CE + e * (mean over labels of -log p), so on one example and one
+model the losses at e = 0, 0.2 and 0.4 are evenly spaced, and differ, exactly when the share is
+used. The batch is two examples of one label: a mixed batch's confident right and wrong
+predictions can cancel out in that difference, and BatchNorm in training mode needs two rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import audio_fixtures
+import pytest
+import torch
+from image_fixtures import image_config, make_tiny_mobilenet, write_folder
+
+from finetunekit.tasks.audio_classification import AudioClassification
+from finetunekit.tasks.image_classification import ImageClassification
+from finetunekit.tasks.text_classification import TextClassification
+
+tiny_whisper = audio_fixtures.tiny_whisper  # fixture shared by the audio tests
+
+
+def two_of_one_label(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["label"] == rows[0]["label"]][:2]
+
+
+def losses_by_share(task, model, batch) -> list[float]:
+    """The batch's loss at three shares, with the new head made confident (a fresh head's
+    logits are near zero, where smoothing changes the loss by almost nothing)."""
+    model.eval()
+    head = [m for m in model.modules()
+            if isinstance(m, torch.nn.Linear) and m.out_features == len(task.labels)][-1]
+    torch.nn.init.normal_(head.weight, std=30.0, generator=torch.Generator().manual_seed(0))
+    out = []
+    for share in (0.0, 0.2, 0.4):
+        task.cfg.train.label_smoothing = share
+        with torch.no_grad():
+            out.append(task.loss(model, batch).item())
+    return out
+
+
+def assert_smoothing_used(losses: list[float]) -> None:
+    hard, fifth, two_fifths = losses
+    assert abs(fifth - hard) > 1e-3  # the share changes the loss ...
+    assert two_fifths - fifth == pytest.approx(fifth - hard, rel=1e-3)  # ... linearly
+
+
+def test_text_classification(tiny_config) -> None:
+    task = TextClassification(tiny_config)
+    rows = task.read(Path(tiny_config.data.train), "train.jsonl").rows
+    model = task.load(tiny_config.model, rows)
+    batch = task.collate(task.encode(two_of_one_label(rows), training=True))
+    assert_smoothing_used(losses_by_share(task, model, batch))
+
+
+def test_image_classification(tmp_path: Path) -> None:
+    tiny = make_tiny_mobilenet(tmp_path / "model")
+    train = write_folder(tmp_path / "train", 3, seed=1)
+    task = ImageClassification(image_config(str(tiny), str(train), None, tmp_path / "run",
+                                            image={"augment": False}))
+    rows = task.read(train, "train").rows
+    model = task.load(str(tiny), rows)
+    batch = task.collate(task.encode(two_of_one_label(rows), training=True))
+    assert_smoothing_used(losses_by_share(task, model, batch))
+
+
+def test_audio_classification(tiny_whisper: Path, tmp_path: Path) -> None:
+    from finetunekit import config as config_mod
+
+    commands = audio_fixtures.REPO / "examples" / "data" / "commands"
+    rows = [json.loads(x) for x in (commands / "train.jsonl").read_text().splitlines()]
+    picked = [r for r in rows if r["label"] == "yes"][:2] + [r for r in rows
+                                                             if r["label"] == "no"][:2]
+    (tmp_path / "audio").symlink_to(commands / "audio")
+    train = audio_fixtures.write_jsonl(tmp_path / "train.jsonl", picked)
+    task = AudioClassification(config_mod.validate({
+        "task": "audio-classification", "model": str(tiny_whisper),
+        "data": {"train": str(train), "validation": None}, "output": str(tmp_path / "run")}))
+    rows = task.read(train, display="train.jsonl").rows
+    model = task.load(str(tiny_whisper), rows)
+    batch = task.collate(task.encode(two_of_one_label(rows), training=True))
+    assert_smoothing_used(losses_by_share(task, model, batch))
