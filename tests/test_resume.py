@@ -148,6 +148,12 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, tiny_config) -> None:
                                          "train": {**tiny_config.train.model_dump(), "shuffle": False}})
     with pytest.raises(UserError, match=r"cannot resume .*train.shuffle: None -> False"):
         train(in_file_order, resume=True, progress=False)  # other batches than the checkpoint's
+    with_lora = config_mod.validate({**tiny_config.model_dump(mode="json"),
+                                     "peft": {"method": "lora", "dora": True}})
+    # refused by name before the checkpoint's tensors are loaded into a model they do not fit
+    with pytest.raises(UserError, match=r"cannot resume .*peft: .*'method': 'none'.* -> "
+                                        r".*'method': 'lora'.*'dora': True"):
+        train(with_lora, resume=True, progress=False)
 
 
 def test_sigterm_before_training_exits_cleanly(tmp_path: Path, tiny_config) -> None:

@@ -95,6 +95,15 @@ def save_checkpoint(
         atomic_write_json(tmp / "state.json", loop_state)
 
 
+def checkpoint_state(folder: Path) -> dict[str, Any]:
+    """The loop state a checkpoint was written with (step, fingerprint, history, ...): read on
+    its own first, so a resume with another config is refused by name before the checkpoint's
+    tensors meet a model they may not fit."""
+    import json
+
+    return json.loads((folder / "state.json").read_text())
+
+
 def load_checkpoint(
     folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
 ) -> dict[str, Any]:
@@ -109,7 +118,7 @@ def load_checkpoint(
         load_file(str(folder / "rng.safetensors")),
         json.loads((folder / "rng.json").read_text()),
     )
-    return json.loads((folder / "state.json").read_text())
+    return checkpoint_state(folder)
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:

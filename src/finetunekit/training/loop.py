@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..fileio import atomic_dir, atomic_write_json
 from .checkpoint import (
+    checkpoint_state,
     list_checkpoints,
     load_checkpoint,
     load_weights,
@@ -158,8 +159,8 @@ def train_loop(
     existing = list_checkpoints(checkpoint_dir)
     if resume and existing:
         step, folder = existing[-1]
+        _refuse_changed(checkpoint_state(folder).get("fingerprint", {}), fingerprint or {}, folder)
         loaded = load_checkpoint(folder, raw_model, optimizer, scheduler, accelerator.scaler)
-        _refuse_changed(loaded.get("fingerprint", {}), fingerprint or {}, folder)
         state.update(loaded)
         metrics.truncate_after(state["step"])
         accelerator.print(f"resumed from {folder} (step {step}, epoch {state['epoch']})")
