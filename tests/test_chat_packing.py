@@ -247,3 +247,52 @@ def test_compiled_chat_training_matches_eager(tiny_llama, tmp_path, peft):
         weights[compiled] = load_file(str(run.model_dir / "model.safetensors"))
     diff = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[False])
     assert diff < 1e-5, diff
+
+
+def test_neftune_noises_embeddings_only_while_training(task_and_model):
+    """NEFTune: while training, uniform noise within alpha / sqrt(length x width) on the input
+    embeddings in training mode, none in eval mode; none at all once training is over."""
+    task, model, _ = task_and_model
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    embed = model.get_input_embeddings()
+    clean = embed(ids).detach()
+    task.cfg.chat.neftune_noise_alpha = 5.0
+    try:
+        with task.while_training(model):
+            embed.train()
+            noise = embed(ids).detach() - clean
+            assert noise.abs().max() <= 5.0 / (9 * 64) ** 0.5 + 1e-6
+            assert noise.abs().mean() > 0.25 * 5.0 / (9 * 64) ** 0.5  # uniform: mean is half
+            embed.eval()
+            torch.testing.assert_close(embed(ids), clean)
+        embed.train()
+        torch.testing.assert_close(embed(ids), clean)  # the hook is gone
+    finally:
+        embed.eval()
+        task.cfg.chat.neftune_noise_alpha = None
+
+
+@pytest.mark.slow
+def test_neftune_reaches_the_training_loss(tiny_llama, tmp_path):
+    """`chat.neftune_noise_alpha` acts in a real run: the first step's loss (same seed, same
+    batch) moves with the noise."""
+    import json
+
+    from finetunekit.run import train
+
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}"},
+                          {"role": "assistant", "content": f"{i} " * (i % 5 + 1)}]}
+            for i in range(8)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    first_loss = {}
+    for alpha in (None, 50.0):
+        cfg = validate({"task": "chat", "model": str(tiny_llama),
+                        "data": {"train": str(data), "validation": 0.25},
+                        "chat": {"neftune_noise_alpha": alpha, "fuse_lean_layers": False},
+                        "train": {"max_steps": 1, "batch_size": 4, "log_every": 1},
+                        "eval": {"baseline": False, "max_examples": 2},
+                        "output": str(tmp_path / f"run-{alpha}")})
+        run = train(cfg, progress=False)
+        log = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+        first_loss[alpha] = next(r["loss"] for r in log if "loss" in r)
+    assert first_loss[50.0] != pytest.approx(first_loss[None], rel=1e-4)

@@ -244,12 +244,16 @@ def test_auto_checkpointing_for_chat(monkeypatch, peft, lean, compile, capacity_
 def test_switching_lean_layers_does_not_block_a_resume() -> None:
     from finetunekit.run import fingerprint
 
-    def chat(lean: bool, fused: bool = True) -> dict:
+    def chat(lean: bool, fused: bool = True, neftune: float | None = None) -> dict:
         return fingerprint(validate({"task": "chat", "model": "m", "data": {"train": "t.jsonl"},
-                                     "chat": {"lean_layers": lean, "fuse_lean_layers": fused}}))
+                                     "chat": {"lean_layers": lean, "fuse_lean_layers": fused,
+                                              "neftune_noise_alpha": neftune}}))
 
     assert chat(True) == chat(False)  # the same computation, so the same checkpoint is valid
     assert chat(True, fused=True) == chat(True, fused=False)
+    # training noise, like the learning rate, leaves the checkpoint valid (and checkpoints
+    # written before the key existed still resume)
+    assert chat(True, neftune=5.0) == chat(True)
 
 
 def test_root_cause_reaches_the_innermost_error_through_either_link() -> None:

@@ -154,6 +154,9 @@ class ChatConfig(Section):
     template: str | None = None  # a Jinja file; None: the tokenizer's own chat template
     assistant_only_loss: bool = True
     chunked_loss: bool = True
+    # NEFTune (TRL's neftune_noise_alpha): noise on the input embeddings while training, a
+    # regularizer reported to help instruction tuning (alpha 5 in its paper); None: off
+    neftune_noise_alpha: float | None = Field(default=None, gt=0)
     # RMSNorm and SwiGLU MLP layers that keep fewer tensors for backward (same math; see
     # training/lean_layers.py); off under train.compile, whose fused kernels save their own
     lean_layers: bool = True

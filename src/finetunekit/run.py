@@ -134,8 +134,10 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     return fp
 
 
-# task settings that change how a step runs, not what it computes: a resume may change them
-RESUMABLE_ACROSS = {"lean_layers", "fuse_lean_layers"}
+# task settings a checkpoint stays valid for, so a resume may change them: how a step runs (the
+# lean layers), or training noise, which, like the learning rate, changes no weight's shape and
+# no batch
+RESUMABLE_ACROSS = {"lean_layers", "fuse_lean_layers", "neftune_noise_alpha"}
 
 
 TASK_SECTION = {"chat": "chat", "image-classification": "image", "speech-recognition": "audio",
@@ -457,12 +459,13 @@ def train(
     metrics = MetricsLog(out / "metrics.jsonl", enabled=accelerator.is_main_process,
                          trackers=accelerator if cfg.trackers else None)
     train_started = time.perf_counter()
-    result = train_loop(
-        model, data, task.loss, cfg.train, accelerator, out / "checkpoints", metrics,
-        evaluate_fn=evaluate_fn if objective else None, objective=objective,
-        trainable_only=is_peft(model), resume=resuming, fingerprint=fingerprint(cfg),
-        progress=progress, on_epoch=task.on_epoch,
-    )
+    with task.while_training(model):
+        result = train_loop(
+            model, data, task.loss, cfg.train, accelerator, out / "checkpoints", metrics,
+            evaluate_fn=evaluate_fn if objective else None, objective=objective,
+            trainable_only=is_peft(model), resume=resuming, fingerprint=fingerprint(cfg),
+            progress=progress, on_epoch=task.on_epoch,
+        )
     train_seconds = time.perf_counter() - train_started
     model = accelerator.unwrap_model(model, keep_torch_compile=False)
     if cfg.trackers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -173,6 +174,11 @@ class Task(ABC):
 
     def on_epoch(self, model: torch.nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Hook for schedule-dependent model changes (e.g. unfreezing a backbone)."""
+
+    def while_training(self, model: torch.nn.Module) -> AbstractContextManager[None]:
+        """What a family switches on for the training steps alone (chat: NEFTune's noisy
+        embeddings), and off again before the tuned model is evaluated, saved and handed back."""
+        return nullcontext()
 
     # --- evaluation -----------------------------------------------------------------------
     @abstractmethod

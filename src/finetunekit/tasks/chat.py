@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,23 @@ class ChatSFT(Task):
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
+
+    @contextmanager
+    def while_training(self, model: torch.nn.Module) -> Iterator[None]:
+        """NEFTune (`chat.neftune_noise_alpha`, as TRL's and the Trainer's option): uniform noise
+        of size alpha / sqrt(length x width) on the input embeddings in training mode, through
+        transformers' own hook; evaluation (eval mode) sees none, and the hook goes at the end."""
+        alpha = self.cfg.chat.neftune_noise_alpha
+        if alpha is None:
+            yield
+            return
+        from transformers.integrations.neftune import activate_neftune, deactivate_neftune
+
+        handle = activate_neftune(model, alpha)
+        try:
+            yield
+        finally:
+            deactivate_neftune(model, handle)
 
     @property
     def lean_layers(self) -> bool:
