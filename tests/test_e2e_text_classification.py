@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def test_saved_model_loads_in_a_plain_pipeline(food_run) -> None:
     assert {o["label"] for o in out} <= {"great", "other"}
 
 
-def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["predict", str(food_run.dir), "Tasted stale and the box was crushed"]) == 0
     line = json.loads(capsys.readouterr().out.strip())
     assert line["label"] in {"great", "other"} and 0.5 <= line["score"] <= 1
@@ -65,6 +67,19 @@ def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tm
     other = ({"great", "other"} - {line["label"]}).pop()
     assert [t["label"] for t in line["top"]] == [line["label"], other]
     assert line["top"][0]["score"] == line["score"] >= line["top"][1]["score"]
+    # a file of inputs, one a line (blank lines skipped), answers in the same order
+    lines = tmp_path / "inputs.txt"
+    lines.write_text("Tasted stale and the box was crushed\n\nwonderful coffee, rich and smooth\n")
+    assert main(["predict", str(food_run.dir), "--inputs-file", str(lines)]) == 0
+    answers = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [a["input"] for a in answers] == ["Tasted stale and the box was crushed",
+                                             "wonderful coffee, rich and smooth"]
+    assert answers[0] == line  # the same answer as given on the command line
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines.read_text()))  # `-`: from a pipe
+    assert main(["predict", str(food_run.dir), "--inputs-file", "-"]) == 0
+    assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == answers
+    assert main(["predict", str(food_run.dir), "--inputs-file", str(tmp_path)]) == 2
+    assert "--inputs-file" in capsys.readouterr().err
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps({"review": t, "score": s}) + "\n" for t, s in
                             [("wonderful coffee, rich and smooth", "great"), ("stale, gross", "other")]))

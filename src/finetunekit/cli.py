@@ -125,14 +125,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_inputs_file(name: str | None) -> list[str]:
+    """`predict --inputs-file`: one input a line (a text, a prompt, an image or audio path),
+    blank lines skipped; `-` reads standard input, so predictions stream from a pipe."""
+    if name is None:
+        return []
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except OSError as err:  # not found, a folder, no permission
+        raise UserError(f"--inputs-file {name}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--inputs-file {name}: not UTF-8 text") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .run import predict
 
-    inputs = args.inputs + args.user
+    inputs = args.inputs + read_inputs_file(args.inputs_file) + args.user
     if args.k is not None and args.k < 1:
         raise UserError(f"--k {args.k}: expected at least 1")
     if not inputs:
-        raise UserError("predict: give inputs (texts, files) or --user ID")
+        raise UserError("predict: give inputs (texts, files), --inputs-file FILE or --user ID")
     for item in predict(args.run, inputs, k=args.k):
         print(json.dumps(item, ensure_ascii=False))
     return 0
@@ -226,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with a run's model")
     p.add_argument("run")
     p.add_argument("inputs", nargs="*")
+    p.add_argument("--inputs-file", metavar="FILE",
+                   help="one input a line (- reads standard input); one JSON line out for each")
     p.add_argument("--user", action="append", default=[], help="recommendation: a user id")
     p.add_argument("--k", type=int, default=None, help="recommendation: items per user")
     p.set_defaults(func=cmd_predict)
