@@ -49,6 +49,9 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
          "'train.label_smoothing' = 0.1: applies to text-classification, image-classification, "
          "audio-classification, not to chat"),
         ({"peft": {"dora": "yes please"}}, "'peft.dora' = 'yes please'"),
+        ({"task": "recommendation", "train": {"class_weights": "balanced"}},
+         "'train.class_weights' = 'balanced': applies to text-classification"),
+        ({"train": {"class_weights": "inverse"}}, "'train.class_weights' = 'inverse'"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, change: dict, expected: str) -> None:

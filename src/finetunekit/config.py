@@ -32,7 +32,8 @@ TaskName = Literal[
     "audio-classification",
     "recommendation",
 ]
-# the tasks whose loss is one label per example (train.label_smoothing applies to them)
+# the tasks whose loss is one label per example (train.label_smoothing and
+# train.class_weights apply to them)
 CLASSIFICATION_TASKS = ("text-classification", "image-classification", "audio-classification")
 
 
@@ -104,6 +105,10 @@ class TrainConfig(Section):
     # 0 trains on the hard labels. Evaluation's loss stays the plain cross-entropy, comparable
     # between the base model and the tuned one
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    # classification: balanced weighs each example by n / (labels x its label's count in the
+    # training split), so every label carries the same share of the loss however rare it is
+    # (scikit-learn's class_weight="balanced"); none: every example counts once
+    class_weights: Literal["none", "balanced"] = "none"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
     # false: every epoch reads the training rows in file order (no length grouping), as the HF
@@ -311,10 +316,13 @@ def validate(raw: dict[str, Any], source: str = "config", base_dir: str | None =
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(_format_validation_error(err, source)) from None
-    if cfg.train.label_smoothing and cfg.task not in CLASSIFICATION_TASKS:
-        raise UserError(f"{source}: 'train.label_smoothing' = {cfg.train.label_smoothing!r}: "
-                        f"applies to {', '.join(CLASSIFICATION_TASKS)}, not to {cfg.task}; "
-                        "leave it at 0")
+    if cfg.task not in CLASSIFICATION_TASKS:
+        for key, off in (("label_smoothing", 0.0), ("class_weights", "none")):
+            value = getattr(cfg.train, key)
+            if value != off:
+                raise UserError(f"{source}: 'train.{key}' = {value!r}: applies to "
+                                f"{', '.join(CLASSIFICATION_TASKS)}, not to {cfg.task}; "
+                                f"leave it at {off!r}")
     cfg.base_dir = base_dir
     return cfg
 

@@ -47,6 +47,7 @@ class ClassificationTask(Task):
     probe_c: ClassVar[float] = 1.0  # the probe's regularization where it cannot be cross-validated
 
     labels: list[str]
+    class_weights: torch.Tensor | None = None  # per label, in `labels` order (train.class_weights)
 
     def row_label(self, row: dict[str, Any]) -> Hashable:
         return row["label"]
@@ -56,6 +57,10 @@ class ClassificationTask(Task):
         """The pre-trained model with a fresh head over the training split's labels, whose names
         go into the saved config (so a plain `pipeline` reports them)."""
         self.labels = sorted({r["label"] for r in train_rows})
+        if self.cfg.train.class_weights == "balanced":
+            counts = Counter(r["label"] for r in train_rows)
+            self.class_weights = torch.tensor(
+                [len(train_rows) / (len(self.labels) * counts[name]) for name in self.labels])
         return auto_class.from_pretrained(
             model_path,
             num_labels=len(self.labels),
@@ -87,8 +92,10 @@ class ClassificationTask(Task):
 
     def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, summed over the batch (the loop divides by the window's examples):
-        cross-entropy in fp32, with `train.label_smoothing`."""
-        return F.cross_entropy(logits.float(), labels, reduction="sum",
+        cross-entropy in fp32, with `train.label_smoothing` and `train.class_weights`. Balanced
+        weights average 1 over the training split, so the loss keeps its scale."""
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), labels, weight=weight, reduction="sum",
                                label_smoothing=self.cfg.train.label_smoothing)
 
     @abstractmethod

@@ -1,4 +1,4 @@
-"""`train.label_smoothing` reaches the training loss of every classification family.
+"""`train.label_smoothing` and `train.class_weights` reach the classification training loss.
 
 Why: the option is read in one shared place (ClassificationTask.label_loss); a family whose loss
 bypassed it would silently train on hard labels. Smoothed cross-entropy is linear in the
@@ -29,13 +29,19 @@ def two_of_one_label(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["label"] == rows[0]["label"]][:2]
 
 
-def losses_by_share(task, model, batch) -> list[float]:
-    """The batch's loss at three shares, with the new head made confident (a fresh head's
-    logits are near zero, where smoothing changes the loss by almost nothing)."""
+def confident_head(task, model) -> None:
+    """Eval mode, and a new head with large weights: a fresh head's logits are near zero, where
+    every example's loss is about log(labels), and smoothing or weighting changes the batch's
+    loss by almost nothing."""
     model.eval()
     head = [m for m in model.modules()
             if isinstance(m, torch.nn.Linear) and m.out_features == len(task.labels)][-1]
     torch.nn.init.normal_(head.weight, std=30.0, generator=torch.Generator().manual_seed(0))
+
+
+def losses_by_share(task, model, batch) -> list[float]:
+    """The batch's loss at three shares."""
+    confident_head(task, model)
     out = []
     for share in (0.0, 0.2, 0.4):
         task.cfg.train.label_smoothing = share
@@ -85,3 +91,31 @@ def test_audio_classification(tiny_whisper: Path, tmp_path: Path) -> None:
     model = task.load(str(tiny_whisper), rows)
     batch = task.collate(task.encode(two_of_one_label(rows), training=True))
     assert_smoothing_used(losses_by_share(task, model, batch))
+
+
+def test_balanced_class_weights(tiny_config) -> None:
+    """Each example weighs n / (labels x its label's count): a rare label's examples count for
+    more, and the weights average 1 over the training split (the loss keeps its scale)."""
+    import torch.nn.functional as F
+
+    rows = TextClassification(tiny_config).read(Path(tiny_config.data.train), "train.jsonl").rows
+    labels = [r["label"] for r in rows]
+    common = max(set(labels), key=labels.count)
+    rows = [r for r in rows if r["label"] == common][:6] + [
+        r for r in rows if r["label"] != common][:2]  # 6 of one label, 2 of the other
+    tiny_config.train.class_weights = "balanced"
+    task = TextClassification(tiny_config)
+    model = task.load(tiny_config.model, rows)
+    confident_head(task, model)
+    index = task.labels.index(common)
+    expected = {index: 8 / (2 * 6), 1 - index: 8 / (2 * 2)}
+    assert task.class_weights.tolist() == pytest.approx([expected[0], expected[1]])
+    batch = task.collate(task.encode(rows, training=True))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        each = F.cross_entropy(logits, batch["labels"], reduction="none")
+        weighted = task.loss(model, batch)
+    weights = torch.tensor([expected[int(y)] for y in batch["labels"]])
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weighted.item() == pytest.approx((weights * each).sum().item(), rel=1e-5)
+    assert weighted.item() != pytest.approx(each.sum().item(), rel=1e-3)
