@@ -77,6 +77,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def commands_subset(tmp_path: Path, labels: tuple[str, ...], per_label: int, split: str) -> Path:
+    """The first `per_label` committed spoken-command clips of each label, as a JSONL file in
+    `tmp_path` whose relative audio paths resolve through a link to the clips."""
+    commands = REPO / "examples" / "data" / "commands"
+    rows = [json.loads(x) for x in (commands / f"{split}.jsonl").read_text().splitlines()]
+    picked = []
+    for label in labels:
+        picked += [r for r in rows if r["label"] == label][:per_label]
+    link = tmp_path / "audio"
+    if not link.exists():
+        link.symlink_to(commands / "audio")
+    return write_jsonl(tmp_path / f"{split}.jsonl", picked)
+
+
 def asr_config(model: str | Path, train: Path, test: Path | None, out: Path, **audio):
     raw = {
         "task": "speech-recognition", "model": str(model),

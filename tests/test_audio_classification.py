@@ -12,27 +12,13 @@ import audio_fixtures
 import numpy as np
 import pytest
 import torch
-from audio_fixtures import REPO, write_jsonl
+from audio_fixtures import commands_subset
 
 from finetunekit import config as config_mod
 from finetunekit.errors import UserError
 from finetunekit.tasks.audio_classification import AudioClassification
 
-COMMANDS = REPO / "examples" / "data" / "commands"
-
-
 tiny_whisper = audio_fixtures.tiny_whisper  # fixture shared by the audio tests
-
-def _subset(tmp_path: Path, labels: tuple[str, ...], per_label: int, split: str) -> Path:
-    rows = [json.loads(x) for x in (COMMANDS / f"{split}.jsonl").read_text().splitlines()]
-    picked = []
-    for label in labels:
-        picked += [r for r in rows if r["label"] == label][:per_label]
-    link = tmp_path / "audio"
-    if not link.exists():
-        link.symlink_to(COMMANDS / "audio")
-    return write_jsonl(tmp_path / f"{split}.jsonl", picked)
-
 
 def _config(model: Path, train: Path, test: Path, out: Path, **audio):
     return config_mod.validate({
@@ -44,7 +30,7 @@ def _config(model: Path, train: Path, test: Path, out: Path, **audio):
 
 
 def test_pooled_features_ignore_padding_frames(tiny_whisper: Path, tmp_path: Path):
-    train = _subset(tmp_path, ("yes", "no"), 2, "train")
+    train = commands_subset(tmp_path, ("yes", "no"), 2, "train")
     task = AudioClassification(_config(tiny_whisper, train, train, tmp_path / "run"))
     rows = task.read(train, display="train.jsonl").rows
     model = task.load(str(tiny_whisper), rows)
@@ -63,8 +49,8 @@ def test_pooled_features_ignore_padding_frames(tiny_whisper: Path, tmp_path: Pat
 def test_unseen_test_label_is_refused(tiny_whisper: Path, tmp_path: Path):
     from finetunekit.run import read_splits
 
-    train = _subset(tmp_path, ("yes", "no"), 2, "train")
-    test = _subset(tmp_path, ("up",), 1, "test")
+    train = commands_subset(tmp_path, ("yes", "no"), 2, "train")
+    test = commands_subset(tmp_path, ("up",), 1, "test")
     task = AudioClassification(_config(tiny_whisper, train, test, tmp_path / "run"))
     with pytest.raises(UserError, match=r"test.jsonl:1: field 'label': label 'up' does not occur"):
         read_splits(task.cfg, task)
@@ -76,8 +62,8 @@ def test_tiny_run_saves_a_model_the_pipeline_loads(tiny_whisper: Path, tmp_path:
     from finetunekit import run as run_mod
     from finetunekit.data.audio import load_audio
 
-    train = _subset(tmp_path, ("yes", "no", "up"), 4, "train")
-    test = _subset(tmp_path, ("yes", "no", "up"), 2, "test")
+    train = commands_subset(tmp_path, ("yes", "no", "up"), 4, "train")
+    test = commands_subset(tmp_path, ("yes", "no", "up"), 2, "test")
     cfg = _config(tiny_whisper, train, test, tmp_path / "run")
     run = run_mod.train(cfg, progress=False)
     assert set(run.before) == set(run.after) == {"accuracy", "macro_f1", "loss"}
@@ -97,7 +83,7 @@ def test_tiny_run_saves_a_model_the_pipeline_loads(tiny_whisper: Path, tmp_path:
 
 def test_frozen_encoder_trains_only_the_head_from_a_shared_cache(tiny_whisper: Path,
                                                                  tmp_path: Path):
-    train = _subset(tmp_path, ("yes", "no"), 2, "train")
+    train = commands_subset(tmp_path, ("yes", "no"), 2, "train")
     task = AudioClassification(_config(tiny_whisper, train, train, tmp_path / "run",
                                        freeze_encoder=True))
     rows = task.read(train, display="train.jsonl").rows

@@ -10,7 +10,6 @@ predictions can cancel out in that difference, and BatchNorm in training mode ne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import audio_fixtures
@@ -78,12 +77,7 @@ def test_image_classification(tmp_path: Path) -> None:
 def test_audio_classification(tiny_whisper: Path, tmp_path: Path) -> None:
     from finetunekit import config as config_mod
 
-    commands = audio_fixtures.REPO / "examples" / "data" / "commands"
-    rows = [json.loads(x) for x in (commands / "train.jsonl").read_text().splitlines()]
-    picked = [r for r in rows if r["label"] == "yes"][:2] + [r for r in rows
-                                                             if r["label"] == "no"][:2]
-    (tmp_path / "audio").symlink_to(commands / "audio")
-    train = audio_fixtures.write_jsonl(tmp_path / "train.jsonl", picked)
+    train = audio_fixtures.commands_subset(tmp_path, ("yes", "no"), 2, "train")
     task = AudioClassification(config_mod.validate({
         "task": "audio-classification", "model": str(tiny_whisper),
         "data": {"train": str(train), "validation": None}, "output": str(tmp_path / "run")}))

@@ -106,7 +106,9 @@ def checkpoint_state(folder: Path) -> dict[str, Any]:
 
 def load_checkpoint(
     folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
-) -> dict[str, Any]:
+) -> None:
+    """Weights, optimizer, schedule, scaler and RNG streams back as they were (the loop state
+    comes from `checkpoint_state`)."""
     import json
 
     load_weights(model, folder / "model.safetensors")
@@ -118,7 +120,6 @@ def load_checkpoint(
         load_file(str(folder / "rng.safetensors")),
         json.loads((folder / "rng.json").read_text()),
     )
-    return checkpoint_state(folder)
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:

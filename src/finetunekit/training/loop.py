@@ -159,9 +159,10 @@ def train_loop(
     existing = list_checkpoints(checkpoint_dir)
     if resume and existing:
         step, folder = existing[-1]
-        _refuse_changed(checkpoint_state(folder).get("fingerprint", {}), fingerprint or {}, folder)
-        loaded = load_checkpoint(folder, raw_model, optimizer, scheduler, accelerator.scaler)
-        state.update(loaded)
+        saved = checkpoint_state(folder)
+        _refuse_changed(saved.get("fingerprint", {}), fingerprint or {}, folder)
+        load_checkpoint(folder, raw_model, optimizer, scheduler, accelerator.scaler)
+        state.update(saved)
         metrics.truncate_after(state["step"])
         accelerator.print(f"resumed from {folder} (step {step}, epoch {state['epoch']})")
     else:
