@@ -18,13 +18,13 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from espeak_clip import speak  # noqa: E402
 
-RATE = 16000
 TRAIN_VOICES = ["m1", "m2", "m3", "f1", "f2"]
 TRAIN_SPEEDS = [160, 185, 210]
 TEST_VOICES = ["m5", "f3"]  # never used in train
@@ -96,23 +96,6 @@ def sentences(rng: random.Random, n: int) -> list[str]:
         out[rng.choice(TEMPLATES).format(suit=rng.choice(SUITS), **fill)] = None
     raise ValueError(f"the templates cannot make {n} distinct sentences")
 
-
-def speak(text: str, voice: str, speed: int, dest: Path, tmp: Path) -> float:
-    """Synthesize `text` into `dest` (16 kHz mono FLAC); return the duration in seconds."""
-    raw, mono = tmp / "raw.wav", tmp / "mono.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", f"en-us+{voice}", "-s", str(speed), "-w", str(raw), text], check=True
-    )
-    trim = ["silence", "1", "0.02", "0.1%", "reverse", "silence", "1", "0.02", "0.1%", "reverse"]
-    subprocess.run(
-        ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(mono), *trim],
-        check=True,
-    )
-    audio, rate = sf.read(mono, dtype="int16")
-    assert rate == RATE
-    audio = (audio >> 4) << 4  # 12 significant bits: ~35% smaller FLAC, no audible change
-    sf.write(dest, np.pad(audio, (800, 800)), RATE, format="FLAC", subtype="PCM_16")
-    return (len(audio) + 1600) / RATE
 
 
 def render(rows: list[tuple[str, str, int]], split: str, out: Path, tmp: Path) -> float:

@@ -16,13 +16,13 @@ import itertools
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from espeak_clip import speak  # noqa: E402
 
-RATE = 16000
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "on", "off"]
 TRAIN_VOICES = ["m1", "m2", "m3", "m4", "m7", "f1", "f2", "f4"]
 TEST_VOICES = ["m6", "f5"]  # never used in train
@@ -48,32 +48,13 @@ to the JSONL file. Total audio: {seconds:.0f} s.
 """
 
 
-def speak(word: str, voice: str, speed: int, dest: Path, tmp: Path) -> float:
-    """Synthesize `word` into `dest` (16 kHz mono FLAC); return the duration in seconds."""
-    raw, mono = tmp / "raw.wav", tmp / "mono.wav"
-    pitch = str(PITCHES[speed])
-    subprocess.run(
-        ["espeak-ng", "-v", f"en-us+{voice}", "-s", str(speed), "-p", pitch, "-w", str(raw), word],
-        check=True,
-    )
-    trim = ["silence", "1", "0.02", "0.1%", "reverse", "silence", "1", "0.02", "0.1%", "reverse"]
-    subprocess.run(
-        ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(mono), *trim],
-        check=True,
-    )
-    audio, rate = sf.read(mono, dtype="int16")
-    assert rate == RATE
-    audio = (audio >> 4) << 4  # 12 significant bits: ~35% smaller FLAC, no audible change
-    sf.write(dest, np.pad(audio, (800, 800)), RATE, format="FLAC", subtype="PCM_16")
-    return (len(audio) + 1600) / RATE
-
 
 def render(split: str, voices: list[str], out: Path, tmp: Path) -> tuple[int, float]:
     n, seconds = 0, 0.0
     with (out / f"{split}.jsonl").open("w", encoding="utf-8") as f:
         for voice, speed, word in itertools.product(voices, SPEEDS, WORDS):
             name = f"audio/{split}-{word}-{voice}-{speed}.flac"
-            seconds += speak(word, voice, speed, out / name, tmp)
+            seconds += speak(word, voice, speed, out / name, tmp, pitch=PITCHES[speed])
             f.write(json.dumps({"audio": name, "label": word}) + "\n")
             n += 1
     return n, seconds
