@@ -14,8 +14,10 @@ import audio_fixtures
 import pytest
 from audio_fixtures import REPO, asr_config, builtin_tiny_en
 
+from finetunekit import config as config_mod
 from finetunekit.errors import UserError
 from finetunekit.evaluate.speech import error_rates, example_wer, normalize_text
+from finetunekit.tasks.audio_classification import AudioClassification
 from finetunekit.tasks.speech_recognition import SpeechRecognition, make_labels, pad_labels
 
 CARDS = REPO / "examples" / "data" / "cards-asr"
@@ -170,3 +172,22 @@ def test_missing_extra_eval_file_fails_at_load(tiny_whisper: Path, tmp_path: Pat
                      extra_eval=str(tmp_path / "nope.jsonl"))
     with pytest.raises(UserError, match="audio.extra_eval .*nope.jsonl: data file not found"):
         SpeechRecognition(cfg).load(str(tiny_whisper), [])
+
+
+def test_both_audio_tasks_refuse_a_sampling_rate_their_extractor_does_not_take(
+        tiny_whisper: Path, tmp_path: Path):
+    """The check lives in the AudioInput mixin; each task reaches it when its extractor loads."""
+    asr = asr_config(tiny_whisper, CARDS / "train.jsonl", None, tmp_path / "asr", sampling_rate=8000)
+    with pytest.raises(UserError, match=r"audio.sampling_rate: .* expects 16000 Hz, not 8000"):
+        SpeechRecognition(asr).load(str(tiny_whisper), [])
+    clf = config_mod.validate({
+        "task": "audio-classification", "model": str(tiny_whisper),
+        "data": {"train": str(CARDS / "train.jsonl"), "columns": {"label": "text"}},
+        "audio": {"sampling_rate": 22050}, "output": str(tmp_path / "clf"),
+    })
+    with pytest.raises(UserError, match=r"expects 16000 Hz, not 22050"):
+        AudioClassification(clf).load(str(tiny_whisper), [])
+    fine = asr_config(tiny_whisper, CARDS / "train.jsonl", None, tmp_path / "ok", sampling_rate=16000)
+    task = SpeechRecognition(fine)
+    task.load(str(tiny_whisper), [])
+    assert task.rate == 16000

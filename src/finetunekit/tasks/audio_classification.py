@@ -15,7 +15,6 @@ nearly all CPU time goes.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from ..data.audio import audio_input_row, load_audio, read_audio_folder, read_audio_table
+from ..data.audio import load_audio, read_audio_folder, read_audio_table
 from ..data.readers import WHERE, RowError, Table
 from ..errors import UserError
+from .audio_input import AudioInput
 from .classification import ClassificationTask, label_text
 
 
-class AudioClassification(ClassificationTask):
+class AudioClassification(AudioInput, ClassificationTask):
     name = "audio-classification"
     varied_shapes = False
     peft_task_type = "SEQ_CLS"
@@ -55,25 +55,13 @@ class AudioClassification(ClassificationTask):
             raise RowError(self._column("label"), "missing (check data.columns)")
         return {"label": label_text(row["label"], self._column("label"))}
 
-    def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Rows from any table-shaped source: a label and a readable clip."""
-        return audio_input_row(row, self._column("audio"), self.cfg.audio.max_seconds,
-                               self._fields)
-
-    def row_key(self, row: dict[str, Any]) -> Hashable:
-        return row["fingerprint"]
-
     def row_length(self, row: dict[str, Any]) -> int:
         return round(row["seconds"] * 1000)  # milliseconds
 
     # --- model ----------------------------------------------------------------------------
     def _setup(self, extractor: Any) -> None:
         self.extractor = extractor
-        self.rate = int(extractor.sampling_rate)
-        wanted = self.cfg.audio.sampling_rate
-        if wanted is not None and wanted != self.rate:
-            raise UserError(f"audio.sampling_rate: the model's feature extractor expects "
-                            f"{self.rate} Hz, not {wanted} (clips are resampled to it)")
+        self._use_sampling_rate(extractor.sampling_rate)
 
     def load(self, model_path: str, train_rows: list[dict[str, Any]]) -> torch.nn.Module:
         remote = self.cfg.trust_remote_code

@@ -16,7 +16,6 @@ training clip is computed once (first epoch) and cached, so later epochs cost on
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from ..data.audio import audio_input_row, load_audio, read_audio_table
+from ..data.audio import load_audio, read_audio_table
 from ..data.readers import WHERE, RowError, Table, require_text
 from ..errors import UserError
 from ..evaluate.speech import NORMALIZATION, error_rates, example_wer, normalize_text
 from ..models import NO_HUB_KERNELS
+from .audio_input import AudioInput
 from .base import EvalResult, Task
 
 
@@ -60,7 +60,7 @@ def pad_labels(seqs: list[list[int]]) -> torch.Tensor:
     return out
 
 
-class SpeechRecognition(Task):
+class SpeechRecognition(AudioInput, Task):
     name = "speech-recognition"
     default_metric = "wer"
     metric_mode = "min"
@@ -88,14 +88,6 @@ class SpeechRecognition(Task):
             raise RowError(self._column("text"), "the transcript has no words (WER needs some)")
         return {"text": " ".join(text.split())}
 
-    def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Rows from any table-shaped source: a transcript and a readable clip."""
-        return audio_input_row(row, self._column("audio"), self.cfg.audio.max_seconds,
-                               self._fields)
-
-    def row_key(self, row: dict[str, Any]) -> Hashable:
-        return row["fingerprint"]
-
     def row_length(self, row: dict[str, Any]) -> int:
         return len(row["text"].split())
 
@@ -103,11 +95,7 @@ class SpeechRecognition(Task):
     def _setup(self, processor: Any, model: Any) -> None:
         """Sampling rate, and language / task prefix tokens for multilingual checkpoints."""
         self.processor = processor
-        self.rate = int(processor.feature_extractor.sampling_rate)
-        wanted = self.cfg.audio.sampling_rate
-        if wanted is not None and wanted != self.rate:
-            raise UserError(f"audio.sampling_rate: the model's feature extractor expects "
-                            f"{self.rate} Hz, not {wanted} (clips are resampled to it)")
+        self._use_sampling_rate(processor.feature_extractor.sampling_rate)
         gen = model.generation_config
         self.multilingual = bool(getattr(gen, "is_multilingual", False))
         language, task = self.cfg.audio.language, self.cfg.audio.task
