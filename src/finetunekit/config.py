@@ -7,6 +7,7 @@ in) is written into the run directory so a run can be reproduced and resumed exa
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -43,10 +44,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# a data split: one path, a glob (`data/*.jsonl`), or a list of them (read in turn, one table)
+DataFiles = str | list[str]
+
+
 class DataConfig(Section):
-    train: str
-    validation: float | str | None = 0.1
-    test: float | str | None = None
+    train: DataFiles
+    validation: float | DataFiles | None = 0.1
+    test: float | DataFiles | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     format: Literal["auto", "messages", "prompt-completion", "instruction", "text"] = "auto"
     skip_bad_rows: bool = False
@@ -55,9 +60,16 @@ class DataConfig(Section):
 
     @field_validator("validation", "test")
     @classmethod
-    def _fraction_in_range(cls, v: float | str | None) -> float | str | None:
+    def _fraction_in_range(cls, v: float | DataFiles | None) -> float | DataFiles | None:
         if isinstance(v, float) and not 0.0 < v < 1.0:
             raise ValueError("a fraction must be between 0 and 1 (exclusive), or a file path")
+        return v
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _list_names_files(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list names no file; give a path, a glob or a list of them")
         return v
 
 
@@ -250,6 +262,27 @@ class Config(Section):
             return p
         return Path(self.base_dir) / p
 
+    def data_files(self, key: str) -> list[tuple[Path, str]]:
+        """The files `data.<key>` names, each with the text its errors show (as written, or the
+        match of a glob, relative like the pattern). A glob (`*`, `?`, `[`) is expanded sorted,
+        so the order, and with it a seeded split, does not depend on the file system; a path
+        that exists is taken as it is even if its name holds those characters."""
+        value = getattr(self.data, key)
+        files: list[tuple[Path, str]] = []
+        for entry in value if isinstance(value, list) else [value]:
+            path = self.path(entry)
+            if path.exists() or not any(c in entry for c in "*?["):
+                files.append((path, entry))
+                continue
+            matches = sorted(glob.glob(str(path)))
+            if not matches:
+                raise UserError(f"data.{key}: {entry!r} matches no file"
+                                + (f" (relative to {self.base_dir})" if self.base_dir else ""))
+            relative = not Path(os.path.expanduser(entry)).is_absolute() and self.base_dir
+            files += [(Path(m), os.path.relpath(m, self.base_dir) if relative else m)
+                      for m in matches]
+        return files
+
     @property
     def output_dir(self) -> Path:
         return Path(os.path.expanduser(self.output))
@@ -357,6 +390,8 @@ def to_yaml(cfg: Config) -> str:
         value = raw["data"].get(key)
         if isinstance(value, str):
             raw["data"][key] = str(cfg.path(value).resolve())
+        elif isinstance(value, list):  # globs too: resolving is lexical, `*` stays a pattern
+            raw["data"][key] = [str(cfg.path(item).resolve()) for item in value]
     for section, key in (("chat", "template"), ("audio", "extra_eval")):
         if raw[section].get(key):
             raw[section][key] = str(cfg.path(raw[section][key]).resolve())

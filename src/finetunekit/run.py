@@ -83,12 +83,15 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
     """Read train (and validation / test files), split off fractions, check eval labels."""
     tables: list[Table] = []
 
-    def read(value: str) -> list[dict]:
-        table = task.read(cfg.path(value), display=value)
-        tables.append(table)
-        return table.rows
+    def read(key: str) -> list[dict]:
+        rows: list[dict] = []
+        for path, display in cfg.data_files(key):
+            table = task.read(path, display=display)
+            tables.append(table)
+            rows += table.rows
+        return rows[: cfg.data.max_rows] if cfg.data.max_rows else rows
 
-    train = read(cfg.data.train)
+    train = read("train")
     own = task.split(train)  # e.g. recommendation: by time per user, never random
     if own is not None:
         return own, tables
@@ -97,13 +100,13 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
     if isinstance(cfg.data.test, float):
         train, splits["test"] = stratified_split(train, cfg.data.test, cfg.train.seed + 1, label_key)
     elif cfg.data.test is not None:
-        splits["test"] = read(cfg.data.test)
+        splits["test"] = read("test")
     if isinstance(cfg.data.validation, float):
         train, splits["validation"] = stratified_split(
             train, cfg.data.validation, cfg.train.seed, label_key
         )
     elif cfg.data.validation is not None:
-        splits["validation"] = read(cfg.data.validation)
+        splits["validation"] = read("validation")
     splits = {"train": train, **splits}
     for name in ("validation", "test"):
         if name in splits:

@@ -37,8 +37,10 @@ def data_report(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Row counts, label balance, lengths, duplicates and cross-split leakage, with warnings."""
-    report: dict[str, Any] = {"splits": {}, "warnings": [], "bad_rows": []}
-    for table in tables:
+    report: dict[str, Any] = {"splits": {}, "warnings": [], "bad_rows": [], "files": []}
+    for table in tables:  # every file read, so a mix of sources shows what each brought
+        report["files"].append({"file": table.path, "rows": len(table.rows),
+                                "bad_rows": len(table.bad_rows)})
         report["bad_rows"].extend(str(b) for b in table.bad_rows)
     if report["bad_rows"]:
         report["warnings"].append(f"{len(report['bad_rows'])} bad rows skipped (data.skip_bad_rows)")

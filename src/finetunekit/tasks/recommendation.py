@@ -133,8 +133,11 @@ class Recommendation(Task):
     def split(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """By time, never random (see data.interactions); remembers each user's full history."""
         data = self.cfg.data
+        if len(self.cfg.data_files("train")) > 1:
+            raise UserError("data.train: recommendation reads one interaction log, since each "
+                            "user's history is checked and split whole; join the files into one")
         for key in ("validation", "test"):
-            if isinstance(getattr(data, key), str):
+            if isinstance(getattr(data, key), (str, list)):
                 raise UserError(f"data.{key}: recommendation splits the interaction log by time; "
                                 "set it to null or a fraction (used by recommendation.split: time)")
         if self.rec.split == "time":
