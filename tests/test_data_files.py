@@ -131,3 +131,17 @@ def test_chat_mixes_files_of_different_layouts(tmp_path: Path):
     splits, tables = read_splits(cfg, get_task(cfg))
     assert len(splits["train"]) == 3 and len(tables) == 3
     assert [r["kind"] for r in splits["train"]] == ["messages", "completion", "messages"]
+
+
+def test_resume_fingerprint_holds_the_files_a_glob_matched(sources: Path):
+    """A file dropped into a globbed folder changes the rows, so a resume must see it."""
+    from finetunekit.run import fingerprint
+
+    plain = fingerprint(text_cfg(sources, train="data/a.jsonl"))
+    assert not any(key.endswith(".files") for key in plain)  # older checkpoints still resume
+    globbed = text_cfg(sources, train="data/*.jsonl")
+    before = fingerprint(globbed)
+    assert before["data.train.files"] == ["data/a.jsonl", "data/b.jsonl"]
+    write_jsonl(sources / "data" / "new.jsonl", [("new", "good")])
+    assert fingerprint(globbed)["data.train.files"] == [
+        "data/a.jsonl", "data/b.jsonl", "data/new.jsonl"]

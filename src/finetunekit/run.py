@@ -128,6 +128,12 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
         "peft": cfg.peft.model_dump(mode="json", exclude={
             key for key in ("dora", "rslora") if not getattr(cfg.peft, key)}),
     }
+    for key in ("train", "validation"):  # a glob's or list's files (a file added to a globbed
+        value = getattr(cfg.data, key)   # folder changes the rows); one plain path adds nothing
+        if isinstance(value, (str, list)):
+            shown = [name for _, name in cfg.data_files(key)]
+            if shown != [value]:
+                fp[f"data.{key}.files"] = shown
     for key in ("shuffle", "group_by_length"):  # the batch order: kept only when off (its
         if not getattr(cfg.train, key):  # default), so checkpoints from before these keys resume
             fp[f"train.{key}"] = False
