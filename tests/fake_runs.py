@@ -88,6 +88,9 @@ def make_run(
         },
         "warnings": [f"train: 1 exact duplicate rows {text}"],
         "bad_rows": [],
+        "files": [{"file": "data/reviews-a.jsonl", "rows": 60, "bad_rows": 0},
+                  {"file": f"data/{text}.csv", "rows": 30, "bad_rows": 0},
+                  {"file": "data/validation.jsonl", "rows": 10, "bad_rows": 0}],
     })
     if metrics:
         (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))

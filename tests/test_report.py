@@ -85,6 +85,7 @@ def test_report_content(healthy: tuple[Path, str]) -> None:
     assert "exact duplicate rows" in text  # data warning
     assert "precision" in text and "support" in text  # per-class table
     assert "test.jsonl:1" in text  # where an example came from
+    assert "data/reviews-a.jsonl" in text and "&quot;files&quot;" not in page  # a table
     rows = [a for t, a in parse(page).tags if t == "tr"]
     assert rows  # tables rendered
     shown = sum(1 for i in range(14) if f"review {i} " in text)

@@ -317,11 +317,17 @@ class Report:
                          + "</ul>")
         else:
             parts.append("<p>No data warnings.</p>")
+        files = self.data.get("files") or []
+        if len(files) > len(splits):  # some split mixes several files: what each brought
+            parts.append("<h3>Files</h3>" + _table(
+                ["file", "rows", "bad rows"],
+                [[e(f.get("file")), e(f.get("rows")), e(f.get("bad_rows"))] for f in files]))
         bad = self.data.get("bad_rows") or []
         if bad:
             parts.append("<h3>Skipped rows</h3><ul>" + "".join(f"<li>{e(_clip(b, 300))}</li>"
                                                                for b in bad[:20]) + "</ul>")
-        extra = {k: v for k, v in self.data.items() if k not in ("splits", "warnings", "bad_rows")}
+        extra = {k: v for k, v in self.data.items() if k not in ("splits", "warnings", "bad_rows",
+                                                                 "files")}
         if extra:
             parts.append(f"<pre>{e(json.dumps(extra, indent=2, ensure_ascii=False))}</pre>")
         return "".join(parts)
