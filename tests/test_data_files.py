@@ -46,10 +46,10 @@ def sources(tmp_path: Path) -> Path:
 
 def test_a_glob_is_expanded_sorted_and_shown_relative_like_the_pattern(sources: Path):
     cfg = text_cfg(sources, train="data/*.jsonl")
-    assert cfg.data_files("train") == [(sources / "data" / "a.jsonl", "data/a.jsonl"),
-                                       (sources / "data" / "b.jsonl", "data/b.jsonl")]
+    assert [(f.path, f.shown) for f in cfg.data_files("train")] == [
+        (sources / "data" / "a.jsonl", "data/a.jsonl"), (sources / "data" / "b.jsonl", "data/b.jsonl")]
     absolute = text_cfg(sources, train=str(sources / "data" / "[bc].*"))
-    assert [shown for _, shown in absolute.data_files("train")] == [
+    assert [f.shown for f in absolute.data_files("train")] == [
         str(sources / "data" / "b.jsonl"), str(sources / "data" / "c.csv")]
 
 
@@ -95,7 +95,7 @@ def test_the_resolved_config_keeps_every_entry_absolute(sources: Path):
     saved = yaml.safe_load(config_mod.to_yaml(cfg))["data"]["train"]
     assert saved == [str(sources / "data" / "a.jsonl"), str(sources / "data" / "*.jsonl")]
     again = config_mod.validate({**yaml.safe_load(config_mod.to_yaml(cfg))}, base_dir="/")
-    assert [p for p, _ in again.data_files("train")] == [
+    assert [f.path for f in again.data_files("train")] == [
         sources / "data" / "a.jsonl", sources / "data" / "a.jsonl", sources / "data" / "b.jsonl"]
 
 
@@ -145,3 +145,37 @@ def test_resume_fingerprint_holds_the_files_a_glob_matched(sources: Path):
     write_jsonl(sources / "data" / "new.jsonl", [("new", "good")])
     assert fingerprint(globbed)["data.train.files"] == [
         "data/a.jsonl", "data/b.jsonl", "data/new.jsonl"]
+
+
+def test_an_entry_may_map_its_own_columns_over_data_columns(sources: Path):
+    """Mixed sources rarely agree on column names; errors name each file's own column."""
+    (sources / "other.csv").write_text("body,score\nother one,good\nother two,bad\n")
+    cfg = text_cfg(sources, train=["data/a.jsonl",
+                                   {"path": "other.csv", "columns": {"text": "body"}}])
+    task = get_task(cfg)
+    splits, _ = read_splits(cfg, task)
+    assert [r["text"] for r in splits["train"]][-2:] == ["other one", "other two"]
+    assert [r["label"] for r in splits["train"]][-2:] == ["good", "bad"]  # `score` from data.columns
+    assert task.columns == COLUMNS  # back to data.columns once the file is read
+    (sources / "broken.csv").write_text("body,score\nfine,good\n,bad\n")
+    broken = text_cfg(sources, train=["data/a.jsonl",
+                                      {"path": "broken.csv", "columns": {"text": "body"}}])
+    with pytest.raises(UserError, match=r"^broken.csv:3: field 'body': empty text"):
+        read_splits(broken, get_task(broken))
+    unmapped = text_cfg(sources, train=["data/a.jsonl", "other.csv"])
+    with pytest.raises(UserError, match=r"^other.csv:2: field 'review': missing"):
+        read_splits(unmapped, get_task(unmapped))
+
+
+def test_an_entry_with_own_columns_resumes_and_saves_as_written(sources: Path):
+    from finetunekit.run import fingerprint
+
+    entry = {"path": "data/b.jsonl", "columns": {"text": "review"}}
+    cfg = text_cfg(sources, train=["data/a.jsonl", entry])
+    fp = fingerprint(cfg)
+    assert fp["data.train"] == ["data/a.jsonl", entry]
+    assert json.loads(json.dumps(fp)) == fp  # state.json holds it as written
+    saved = yaml.safe_load(config_mod.to_yaml(cfg))["data"]["train"]
+    assert saved[1] == {"path": str(sources / "data" / "b.jsonl"), "columns": {"text": "review"}}
+    with pytest.raises(UserError, match=r"'data.train' = .*: entry 1: missing required key 'path'"):
+        text_cfg(sources, train=["data/a.jsonl", {"columns": {"text": "body"}}])

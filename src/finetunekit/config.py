@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -44,8 +44,39 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# a data split: one path, a glob (`data/*.jsonl`), or a list of them (read in turn, one table)
-DataFiles = str | list[str]
+class DataSource(Section):
+    """One entry of a split's list with a column mapping of its own, merged over
+    `data.columns`: mixed sources rarely name their columns alike."""
+
+    path: str
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+# a data split: one path, a glob (`data/*.jsonl`), or a list of them and of DataSource entries
+# (read in turn into one split)
+DataFiles = str | list[str | DataSource]
+
+
+def _source_entry(index: int, item: Any) -> str | DataSource:
+    """One entry of a split's list: a path or glob, or a mapping with `path` and `columns`."""
+    if isinstance(item, DataSource) or (isinstance(item, str) and item.strip()):
+        return item
+    if isinstance(item, dict):
+        try:
+            return DataSource.model_validate(item)
+        except ValidationError as err:
+            problem = _format_validation_error(err, "", DataSource).removeprefix(": ")
+            raise ValueError(f"entry {index}: {problem}") from None
+    raise ValueError(f"entry {index}: expected a path or glob, or a mapping with path and "
+                     f"columns, not {item!r}")
+
+
+class DataFile(NamedTuple):
+    """One file of a split: where it is, how errors show it, and its column mapping."""
+
+    path: Path
+    shown: str
+    columns: dict[str, str]
 
 
 class DataConfig(Section):
@@ -58,19 +89,27 @@ class DataConfig(Section):
     max_rows: int | None = Field(default=None, gt=0)
     items: str | None = None  # recommendation: the item table
 
-    @field_validator("validation", "test")
+    @field_validator("train", "validation", "test", mode="before")
     @classmethod
-    def _fraction_in_range(cls, v: float | DataFiles | None) -> float | DataFiles | None:
-        if isinstance(v, float) and not 0.0 < v < 1.0:
-            raise ValueError("a fraction must be between 0 and 1 (exclusive), or a file path")
-        return v
-
-    @field_validator("train", "validation", "test")
-    @classmethod
-    def _list_names_files(cls, v: Any) -> Any:
-        if isinstance(v, list) and not v:
-            raise ValueError("an empty list names no file; give a path, a glob or a list of them")
-        return v
+    def _split_source(cls, v: Any, info: ValidationInfo) -> Any:
+        """Check a split's shapes before the type's union does, so a wrong value gets one
+        message saying what a split takes, not one per branch of the union."""
+        held_out = info.field_name != "train"
+        if held_out and v is None:
+            return None
+        if held_out and isinstance(v, int | float) and not isinstance(v, bool):
+            if not 0.0 < v < 1.0:
+                raise ValueError("a fraction must be between 0 and 1 (exclusive), or a file path")
+            return float(v)
+        if isinstance(v, str) and v.strip():
+            return v
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list names no file; give a path, a glob or a list "
+                                 "of them")
+            return [_source_entry(i, item) for i, item in enumerate(v)]
+        raise ValueError("expected a path, a glob or a list of them" + (
+            ", a fraction between 0 and 1, or null" if held_out else ""))
 
 
 class PeftConfig(Section):
@@ -262,25 +301,28 @@ class Config(Section):
             return p
         return Path(self.base_dir) / p
 
-    def data_files(self, key: str) -> list[tuple[Path, str]]:
+    def data_files(self, key: str) -> list[DataFile]:
         """The files `data.<key>` names, each with the text its errors show (as written, or the
-        match of a glob, relative like the pattern). A glob (`*`, `?`, `[`) is expanded sorted,
-        so the order, and with it a seeded split, does not depend on the file system; a path
-        that exists is taken as it is even if its name holds those characters."""
+        match of a glob, relative like the pattern) and its column mapping. A glob (`*`, `?`,
+        `[`) is expanded sorted, so the order, and with it a seeded split, does not depend on
+        the file system; a path that exists is taken as it is even if its name holds those
+        characters."""
         value = getattr(self.data, key)
-        files: list[tuple[Path, str]] = []
+        files: list[DataFile] = []
         for entry in value if isinstance(value, list) else [value]:
-            path = self.path(entry)
-            if path.exists() or not any(c in entry for c in "*?["):
-                files.append((path, entry))
+            source = entry if isinstance(entry, DataSource) else DataSource(path=entry)
+            columns = {**self.data.columns, **source.columns}
+            path = self.path(source.path)
+            if path.exists() or not any(c in source.path for c in "*?["):
+                files.append(DataFile(path, source.path, columns))
                 continue
             matches = sorted(glob.glob(str(path)))
             if not matches:
-                raise UserError(f"data.{key}: {entry!r} matches no file"
+                raise UserError(f"data.{key}: {source.path!r} matches no file"
                                 + (f" (relative to {self.base_dir})" if self.base_dir else ""))
-            relative = not Path(os.path.expanduser(entry)).is_absolute() and self.base_dir
-            files += [(Path(m), os.path.relpath(m, self.base_dir) if relative else m)
-                      for m in matches]
+            relative = not Path(os.path.expanduser(source.path)).is_absolute() and self.base_dir
+            files += [DataFile(Path(m), os.path.relpath(m, self.base_dir) if relative else m,
+                               columns) for m in matches]
         return files
 
     @property
@@ -313,13 +355,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: the dotted key, what was given, and what is allowed."""
+def _format_validation_error(err: ValidationError, source: str,
+                             root: type[BaseModel] | None = None) -> str:
+    """One line per problem: the dotted key, what was given, and what is allowed (keys are
+    those of `root`, the Config unless a part of it is validated on its own)."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'{_allowed_keys_hint(e['loc'])}")
+            lines.append(f"{source}: unknown key '{key}'{_allowed_keys_hint(e['loc'], root)}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing required key '{key}'")
         else:
@@ -329,9 +373,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "; ".join(lines)
 
 
-def _allowed_keys_hint(loc: tuple) -> str:
+def _allowed_keys_hint(loc: tuple, root: type[BaseModel] | None = None) -> str:
     """List the keys a section accepts, so a typo's fix is visible in the message."""
-    model: type[BaseModel] = Config
+    model: type[BaseModel] = root or Config
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
@@ -391,7 +435,9 @@ def to_yaml(cfg: Config) -> str:
         if isinstance(value, str):
             raw["data"][key] = str(cfg.path(value).resolve())
         elif isinstance(value, list):  # globs too: resolving is lexical, `*` stays a pattern
-            raw["data"][key] = [str(cfg.path(item).resolve()) for item in value]
+            raw["data"][key] = [
+                {**item, "path": str(cfg.path(item["path"]).resolve())} if isinstance(item, dict)
+                else str(cfg.path(item).resolve()) for item in value]
     for section, key in (("chat", "template"), ("audio", "extra_eval")):
         if raw[section].get(key):
             raw[section][key] = str(cfg.path(raw[section][key]).resolve())

@@ -85,8 +85,9 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
 
     def read(key: str) -> list[dict]:
         rows: list[dict] = []
-        for path, display in cfg.data_files(key):
-            table = task.read(path, display=display)
+        for file in cfg.data_files(key):
+            with task.reading(file.columns):
+                table = task.read(file.path, display=file.shown)
             tables.append(table)
             rows += table.rows
         return rows[: cfg.data.max_rows] if cfg.data.max_rows else rows
@@ -116,9 +117,10 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
 
 def fingerprint(cfg: Config) -> dict[str, Any]:
     """The settings a checkpoint is only valid for; a resume with others is refused."""
+    data = cfg.data.model_dump(mode="json")  # a list's DataSource entries as plain mappings
     fp = {
-        "task": cfg.task, "model": cfg.model, "data.train": cfg.data.train,
-        "data.validation": cfg.data.validation, "data.columns": cfg.data.columns,
+        "task": cfg.task, "model": cfg.model, "data.train": data["train"],
+        "data.validation": data["validation"], "data.columns": cfg.data.columns,
         "data.max_rows": cfg.data.max_rows, "data.items": cfg.data.items,
         "data.format": cfg.data.format,
         "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
@@ -131,7 +133,7 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     for key in ("train", "validation"):  # a glob's or list's files (a file added to a globbed
         value = getattr(cfg.data, key)   # folder changes the rows); one plain path adds nothing
         if isinstance(value, (str, list)):
-            shown = [name for _, name in cfg.data_files(key)]
+            shown = [file.shown for file in cfg.data_files(key)]
             if shown != [value]:
                 fp[f"data.{key}.files"] = shown
     for key in ("shuffle", "group_by_length"):  # the batch order: kept only when off (its

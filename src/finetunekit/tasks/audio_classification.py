@@ -47,7 +47,7 @@ class AudioClassification(AudioInput, ClassificationTask):
         data, seconds = self.cfg.data, self.cfg.audio.max_seconds
         if path.is_dir():
             return read_audio_folder(path, display, seconds, data.skip_bad_rows, data.max_rows)
-        return read_audio_table(path, data.columns, self._fields, seconds, data.skip_bad_rows,
+        return read_audio_table(path, self.columns, self._fields, seconds, data.skip_bad_rows,
                                 data.max_rows, display)
 
     def _fields(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ pre-trained model, encode, evaluate the base model, train (through the task's `c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +49,7 @@ class Task(ABC):
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.columns = cfg.data.columns  # the mapping of the file being read (`reading`)
 
     @property
     def lean_layers(self) -> bool:
@@ -104,15 +105,25 @@ class Task(ABC):
         return kwargs
 
     # --- data -----------------------------------------------------------------------------
+    @contextmanager
+    def reading(self, columns: dict[str, str]) -> Iterator[None]:
+        """Read with one file's column mapping (a split may mix files that name columns
+        differently: config.DataSource), and go back to `data.columns` afterwards."""
+        self.columns = columns
+        try:
+            yield
+        finally:
+            self.columns = self.cfg.data.columns
+
     def _column(self, field: str) -> str:
         """The file's column for one of our fields (for messages that name the user's column)."""
-        return self.cfg.data.columns.get(field, field)
+        return self.columns.get(field, field)
 
     def read(self, path: Path, display: str) -> Table:
         """Read one split file. Tasks with folder layouts (images, audio) override this."""
         return read_table(
             path,
-            self.cfg.data.columns,
+            self.columns,
             self.check_row,
             skip_bad_rows=self.cfg.data.skip_bad_rows,
             max_rows=self.cfg.data.max_rows,

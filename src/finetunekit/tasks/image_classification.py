@@ -101,7 +101,7 @@ class ImageClassification(ClassificationTask):
         data = self.cfg.data
         if path.is_dir():
             return read_image_folder(path, display, data.skip_bad_rows, data.max_rows)
-        return read_image_table(path, data.columns, self._label, data.skip_bad_rows,
+        return read_image_table(path, self.columns, self._label, data.skip_bad_rows,
                                 data.max_rows, display)
 
     def _label(self, row: dict[str, Any]) -> str:

@@ -98,7 +98,7 @@ class Recommendation(Task):
 
     # --- data -----------------------------------------------------------------------------
     def _rules(self) -> InteractionRules:
-        return InteractionRules(self.cfg.data.columns, self.rec.rating_threshold,
+        return InteractionRules(self.columns, self.rec.rating_threshold,
                                 self.rec.min_history, self.cfg.data.skip_bad_rows,
                                 self.cfg.data.max_rows)
 
@@ -116,7 +116,7 @@ class Recommendation(Task):
                                 "text columns such as title, description, categories)")
             self.catalogue, item_bad = read_items(
                 self.cfg.path(self.cfg.data.items), self.cfg.data.items,
-                self.cfg.data.columns.get("item", "item"), self.rec.item_columns,
+                self.columns.get("item", "item"), self.rec.item_columns,
                 self.cfg.data.skip_bad_rows,
             )
         needed = max(self.rec.min_history, self._held_out_count() + 1)

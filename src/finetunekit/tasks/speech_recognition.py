@@ -79,7 +79,7 @@ class SpeechRecognition(AudioInput, Task):
     # --- data -----------------------------------------------------------------------------
     def read(self, path: Path, display: str) -> Table:
         data = self.cfg.data
-        return read_audio_table(path, data.columns, self._fields, self.cfg.audio.max_seconds,
+        return read_audio_table(path, self.columns, self._fields, self.cfg.audio.max_seconds,
                                 data.skip_bad_rows, data.max_rows, display)
 
     def _fields(self, row: dict[str, Any]) -> dict[str, Any]:
