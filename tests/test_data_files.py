@@ -179,3 +179,14 @@ def test_an_entry_with_own_columns_resumes_and_saves_as_written(sources: Path):
     assert saved[1] == {"path": str(sources / "data" / "b.jsonl"), "columns": {"text": "review"}}
     with pytest.raises(UserError, match=r"'data.train' = .*: entry 1: missing required key 'path'"):
         text_cfg(sources, train=["data/a.jsonl", {"columns": {"text": "body"}}])
+
+
+def test_an_unseen_label_in_a_mapped_test_file_names_that_file_s_column(sources: Path):
+    (sources / "held" / "other.csv").write_text("text,verdict\nfine,good\nodd,meh\n")
+    cfg = text_cfg(sources, train="data/*.jsonl", validation=0.2, test=[
+        "held/test.jsonl", {"path": "held/other.csv", "columns": {"text": "text", "label": "verdict"}}])
+    with pytest.raises(UserError, match=r"^held/other.csv:3: field 'verdict': label 'meh' does not"):
+        read_splits(cfg, get_task(cfg))
+    cfg.data.skip_bad_rows = True
+    splits, _ = read_splits(cfg, get_task(cfg))
+    assert [r["text"] for r in splits["test"]] == ["a one", "fresh", "fine"]

@@ -83,13 +83,15 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
     """Read train (and validation / test files), split off fractions, check eval labels."""
     tables: list[Table] = []
 
-    def read(key: str) -> list[dict]:
+    def read(key: str, train: list[dict] | None = None) -> list[dict]:
+        """The rows of every file `data.<key>` names, each read (and, for a held-out split,
+        checked against `train`) in its own column mapping, so its errors name its columns."""
         rows: list[dict] = []
         for file in cfg.data_files(key):
             with task.reading(file.columns):
                 table = task.read(file.path, display=file.shown)
+                rows += table.rows if train is None else task.check_eval_rows(train, table.rows, key)
             tables.append(table)
-            rows += table.rows
         return rows[: cfg.data.max_rows] if cfg.data.max_rows else rows
 
     train = read("train")
@@ -98,21 +100,20 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
         return own, tables
     splits: dict[str, list[dict]] = {}
     label_key = task.row_label if task.row_label(train[0]) is not None else None
+    # held-out files are checked against all of train: a split-off fraction keeps a training
+    # row of every label (stratified_split), so the labels train ends with are the same
+    whole_train = train
     if isinstance(cfg.data.test, float):
         train, splits["test"] = stratified_split(train, cfg.data.test, cfg.train.seed + 1, label_key)
     elif cfg.data.test is not None:
-        splits["test"] = read("test")
+        splits["test"] = read("test", whole_train)
     if isinstance(cfg.data.validation, float):
         train, splits["validation"] = stratified_split(
             train, cfg.data.validation, cfg.train.seed, label_key
         )
     elif cfg.data.validation is not None:
-        splits["validation"] = read("validation")
-    splits = {"train": train, **splits}
-    for name in ("validation", "test"):
-        if name in splits:
-            splits[name] = task.check_eval_rows(train, splits[name], name)
-    return splits, tables
+        splits["validation"] = read("validation", whole_train)
+    return {"train": train, **splits}, tables
 
 
 def fingerprint(cfg: Config) -> dict[str, Any]:
