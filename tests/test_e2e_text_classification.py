@@ -12,6 +12,7 @@ import pytest
 
 from finetunekit import config as config_mod
 from finetunekit.cli import main
+from finetunekit.run import evaluate_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +88,14 @@ def test_predict_and_eval_verbs(food_run, capsys: pytest.CaptureFixture[str], tm
     assert main(["eval", str(food_run.dir), "--data", str(data)]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["accuracy"] <= 1 and "macro_f1" in metrics
+    # several files (a shell glob gives several) are evaluated as one set, each row once
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"review": "the worst tea I ever had", "score": "other"}) + "\n")
+    result = evaluate_run(food_run.dir, [str(data), str(more)])
+    assert [p["input"] for p in result.predictions] == [
+        "wonderful coffee, rich and smooth", "stale, gross", "the worst tea I ever had"]
+    assert main(["eval", str(food_run.dir), "--data", str(data), str(more)]) == 0
+    assert json.loads(capsys.readouterr().out) == result.metrics
 
 
 def test_console_script_reports_models() -> None:

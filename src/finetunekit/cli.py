@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's model on a labeled file")
     p.add_argument("run")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                   help="one or more labeled files (a shell glob too), evaluated as one set")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="predict with a run's model")

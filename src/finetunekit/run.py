@@ -535,13 +535,16 @@ def load_run(run_dir: str | Path) -> tuple[Run, Config, Task, Any]:
     return run, cfg, task, model
 
 
-def evaluate_run(run_dir: str | Path, data_path: str) -> EvalResult:
-    """Evaluate a run's tuned model on another labeled file, with the same metrics."""
+def evaluate_run(run_dir: str | Path, data_path: str | list[str]) -> EvalResult:
+    """Evaluate a run's tuned model on other labeled files (one, or several read as one set),
+    with the same metrics."""
     run, cfg, task, model = load_run(run_dir)
-    table = task.read(Path(data_path), display=data_path)
-    labels = getattr(task, "labels", None)  # classification: refuse labels the model never saw
-    known = [{"label": name} for name in labels] if labels else table.rows
-    rows = task.check_eval_rows(known, table.rows, "eval")
+    rows = []
+    for name in [data_path] if isinstance(data_path, str) else data_path:
+        table = task.read(Path(name), display=name)
+        labels = getattr(task, "labels", None)  # classification: refuse labels never trained on
+        known = [{"label": label} for label in labels] if labels else table.rows
+        rows += task.check_eval_rows(known, table.rows, "eval")
     return task.evaluate(model, rows)
 
 
