@@ -65,7 +65,10 @@ def test_a_list_mixes_formats_into_one_split_and_the_report_lists_each_file(sour
     assert report["files"][0] == {"file": "data/c.csv", "rows": 2, "bad_rows": 0}
     assert report["splits"]["train"]["exact_duplicates"] == 1  # "b one" in c.csv and b.jsonl
     assert report["splits"]["test"]["also_in_train"] == 1
-    assert any("leakage), e.g. held/test.jsonl:1" in w for w in report["warnings"])
+    # both places of a repeat, so a user mixing sources sees which ones overlap
+    assert "train: 1 exact duplicate rows, e.g. data/c.csv:3 = data/b.jsonl:1" in report["warnings"]
+    assert any("leakage), e.g. held/test.jsonl:1 = train data/a.jsonl:1" in w
+               for w in report["warnings"])
 
 
 def test_max_rows_caps_the_whole_split_not_each_file(sources: Path):
@@ -190,3 +193,11 @@ def test_an_unseen_label_in_a_mapped_test_file_names_that_file_s_column(sources:
     cfg.data.skip_bad_rows = True
     splits, _ = read_splits(cfg, get_task(cfg))
     assert [r["text"] for r in splits["test"]] == ["a one", "fresh", "fine"]
+
+
+def test_repeats_without_a_recorded_place_are_still_counted():
+    rows = [{"text": "same"}, {"text": "same"}, {"text": "other"}]
+    report = data_report({"train": rows, "test": [{"text": "same"}]}, [], lambda r: r["text"],
+                         lambda r: 1)
+    assert report["warnings"] == ["train: 1 exact duplicate rows",
+                                  "test: 1 rows also appear in train (leakage), e.g. ? = train ?"]

@@ -28,6 +28,16 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
     }
 
 
+def first_places(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], Hashable]
+                 ) -> dict[Hashable, str]:
+    """Each key's first row, as `file:line`: a warning shows both places of a repeat, so a
+    user mixing sources sees which ones overlap."""
+    places: dict[Hashable, str] = {}
+    for row in rows:
+        places.setdefault(key(row), row.get(WHERE, "?"))
+    return places
+
+
 def data_report(
     splits: dict[str, list[dict[str, Any]]],
     tables: list[Table],
@@ -44,14 +54,17 @@ def data_report(
         report["bad_rows"].extend(str(b) for b in table.bad_rows)
     if report["bad_rows"]:
         report["warnings"].append(f"{len(report['bad_rows'])} bad rows skipped (data.skip_bad_rows)")
-    train_keys = {key(r) for r in splits.get("train", [])}
+    first_in_train = first_places(splits.get("train", []), key)
     for name, rows in splits.items():
         info: dict[str, Any] = {"rows": len(rows), "length": length_stats([length(r) for r in rows])}
         counts = Counter(key(r) for r in rows)
         dupes = sum(c - 1 for c in counts.values() if c > 1)
         info["exact_duplicates"] = dupes
         if dupes:
-            report["warnings"].append(f"{name}: {dupes} exact duplicate rows")
+            first = first_places(rows, key)
+            again = next((r for r in rows if first[key(r)] != r.get(WHERE, "?")), None)
+            example = f", e.g. {first[key(again)]} = {again[WHERE]}" if again else ""
+            report["warnings"].append(f"{name}: {dupes} exact duplicate rows{example}")
         if label is not None:
             balance = Counter(str(label(r)) for r in rows)
             info["labels"] = dict(sorted(balance.items()))
@@ -62,12 +75,12 @@ def data_report(
                         f"train: labels are imbalanced ({ratio:.1f}x between most and least common)"
                     )
         if name != "train":
-            leaked = [r for r in rows if key(r) in train_keys]
+            leaked = [r for r in rows if key(r) in first_in_train]
             info["also_in_train"] = len(leaked)
             if leaked:
                 report["warnings"].append(
                     f"{name}: {len(leaked)} rows also appear in train (leakage), e.g. "
-                    f"{leaked[0].get(WHERE, '?')}"
+                    f"{leaked[0].get(WHERE, '?')} = train {first_in_train[key(leaked[0])]}"
                 )
         report["splits"][name] = info
     if extra:
