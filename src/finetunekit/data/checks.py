@@ -61,7 +61,7 @@ def data_report(
         dupes = sum(c - 1 for c in counts.values() if c > 1)
         info["exact_duplicates"] = dupes
         if dupes:
-            first = first_places(rows, key)
+            first = first_in_train if name == "train" else first_places(rows, key)
             again = next((r for r in rows if first[key(r)] != r.get(WHERE, "?")), None)
             example = f", e.g. {first[key(again)]} = {again[WHERE]}" if again else ""
             report["warnings"].append(f"{name}: {dupes} exact duplicate rows{example}")
