@@ -264,3 +264,28 @@ def test_read_lazyload_object_round_trip(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="missing"):
         r_lazyload.read_lazyload_object(rdx, rdb, "missing")
     assert rdata  # imported only to skip cleanly where rdata is absent
+
+
+# --- committed answer-match pairs -------------------------------------------------------------
+
+
+def test_answer_match_pairs_regenerate_and_keep_test_questions_out(tmp_path: Path) -> None:
+    import subprocess
+
+    folder = ROOT / "examples" / "data" / "answer-match"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_answer_match.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    rows = {}
+    for split in ("train", "test"):
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == (folder / f"{split}.jsonl").read_bytes()
+        rows[split] = read_jsonl(folder / f"{split}.jsonl")
+        labels = [r["label"] for r in rows[split]]
+        assert labels.count("match") == labels.count("mismatch") == len(labels) // 2
+        assert all(list(r) == ["question", "answer", "label"] for r in rows[split])
+    assert {len(v) for v in rows.values()} == {1832, 202}
+    assert not {r["question"] for r in rows["test"]} & {r["question"] for r in rows["train"]}
+    matched = {(r["question"], r["answer"]) for s in rows.values() for r in s
+               if r["label"] == "match"}
+    assert not any((r["question"], r["answer"]) in matched for s in rows.values() for r in s
+                   if r["label"] == "mismatch")
+    assert "chatterbot-corpus" in (folder / "PROVENANCE.md").read_text(encoding="utf-8")

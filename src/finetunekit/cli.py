@@ -126,8 +126,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def read_inputs_file(name: str | None) -> list[str]:
-    """`predict --inputs-file`: one input a line (a text, a prompt, an image or audio path),
-    blank lines skipped; `-` reads standard input, so predictions stream from a pipe."""
+    """`predict --inputs-file`: one input a line (a text, a prompt, an image or audio path, or a
+    sentence pair's two texts with a tab between them), blank lines skipped; `-` reads standard
+    input, so predictions stream from a pipe."""
     if name is None:
         return []
     try:
@@ -242,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("inputs", nargs="*")
     p.add_argument("--inputs-file", metavar="FILE",
-                   help="one input a line (- reads standard input); one JSON line out for each")
+                   help="one input a line (- reads standard input; a sentence pair: two texts "
+                        "with a tab between them); one JSON line out for each")
     p.add_argument("--user", action="append", default=[], help="recommendation: a user id")
     p.add_argument("--k", type=int, default=None, help="recommendation: items per user")
     p.set_defaults(func=cmd_predict)

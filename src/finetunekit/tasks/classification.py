@@ -52,6 +52,10 @@ class ClassificationTask(Task):
     def row_label(self, row: dict[str, Any]) -> Hashable:
         return row["label"]
 
+    def shown_input(self, row: dict[str, Any]) -> str:
+        """A row's input as a prediction shows it."""
+        return row[self.input_field]
+
     def _load_with_new_head(self, auto_class: Any, model_path: str,
                             train_rows: list[dict[str, Any]]) -> torch.nn.Module:
         """The pre-trained model with a fresh head over the training split's labels, whose names
@@ -114,7 +118,7 @@ class ClassificationTask(Task):
         metrics, details = classification_metrics(y_true, y_pred, self.labels)
         metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
         predictions = [
-            {"where": r[WHERE], "input": r[self.input_field], "target": r["label"],
+            {"where": r[WHERE], "input": self.shown_input(r), "target": r["label"],
              "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
             for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
         ]
