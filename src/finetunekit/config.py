@@ -88,6 +88,9 @@ class DataConfig(Section):
     skip_bad_rows: bool = False
     max_rows: int | None = Field(default=None, gt=0)
     items: str | None = None  # recommendation: the item table
+    # text classification, multi-label: a label cell holding several labels split at this text
+    # (CSV: "sports|politics"); JSONL and Parquet rows may give a list instead
+    label_separator: str | None = Field(default=None, min_length=1)
 
     @field_validator("train", "validation", "test", mode="before")
     @classmethod
@@ -393,6 +396,9 @@ def validate(raw: dict[str, Any], source: str = "config", base_dir: str | None =
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(_format_validation_error(err, source)) from None
+    if cfg.data.label_separator is not None and cfg.task != "text-classification":
+        raise UserError(f"{source}: 'data.label_separator' applies to text-classification "
+                        f"(multi-label), not to {cfg.task}; leave it out")
     if cfg.task not in CLASSIFICATION_TASKS:
         for key, off in (("label_smoothing", 0.0), ("class_weights", "none")):
             value = getattr(cfg.train, key)

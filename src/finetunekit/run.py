@@ -27,6 +27,7 @@ from .fileio import atomic_dir, atomic_write_json, atomic_write_text
 from .memory import peak_mb
 from .tasks import get_task
 from .tasks.base import EvalResult, Task
+from .tasks.classification import ClassificationTask
 
 RUN_FILES = ("metrics.jsonl", "eval", "checkpoints", "model", "adapter", "data", "report.html",
              "plots", "run.json", "config.yaml", "tensorboard")
@@ -99,7 +100,7 @@ def read_splits(cfg: Config, task: Task) -> tuple[dict[str, list[dict]], list[Ta
     if own is not None:
         return own, tables
     splits: dict[str, list[dict]] = {}
-    label_key = task.row_label if task.row_label(train[0]) is not None else None
+    label_key = task.stratum(train)
     # held-out files are checked against all of train: a split-off fraction keeps a training
     # row of every label (stratified_split), so the labels train ends with are the same
     whole_train = train
@@ -137,6 +138,8 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
             shown = [file.shown for file in cfg.data_files(key)]
             if shown != [value]:
                 fp[f"data.{key}.files"] = shown
+    if cfg.data.label_separator is not None:  # only when set, so older checkpoints resume
+        fp["data.label_separator"] = cfg.data.label_separator
     for key in ("shuffle", "group_by_length"):  # the batch order: kept only when off (its
         if not getattr(cfg.train, key):  # default), so checkpoints from before these keys resume
             fp[f"train.{key}"] = False
@@ -542,8 +545,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | list[str]) -> EvalResult:
     rows = []
     for name in [data_path] if isinstance(data_path, str) else data_path:
         table = task.read(Path(name), display=name)
-        labels = getattr(task, "labels", None)  # classification: refuse labels never trained on
-        known = [{"label": label} for label in labels] if labels else table.rows
+        # classification: refuse labels never trained on
+        known = task.label_rows() if isinstance(task, ClassificationTask) else table.rows
         rows += task.check_eval_rows(known, table.rows, "eval")
     return task.evaluate(model, rows)
 

@@ -66,7 +66,7 @@ def data_report(
             example = f", e.g. {first[key(again)]} = {again[WHERE]}" if again else ""
             report["warnings"].append(f"{name}: {dupes} exact duplicate rows{example}")
         if label is not None:
-            balance = Counter(str(label(r)) for r in rows)
+            balance = Counter(str(name) for r in rows for name in _each(label(r)))
             info["labels"] = dict(sorted(balance.items()))
             if name == "train" and len(balance) > 1:
                 ratio = max(balance.values()) / max(1, min(balance.values()))
@@ -86,3 +86,8 @@ def data_report(
     if extra:
         report.update(extra)
     return report
+
+
+def _each(labels: Hashable) -> tuple[Hashable, ...]:
+    """A row's labels one by one: a multi-label row's tuple counts each of its labels."""
+    return labels if isinstance(labels, tuple) else (labels,)

@@ -1,4 +1,5 @@
-"""Classification metrics with the usual names: accuracy, macro_f1, per-class scores, confusion."""
+"""Classification metrics with the usual names: accuracy, macro_f1, per-class scores, confusion;
+for multi-label rows micro_f1, macro_f1 and subset_accuracy (every label of a row right)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,25 @@ def classification_metrics(
         "most_confused": [{"true": t, "predicted": q, "count": c} for c, t, q in pairs[:10]],
     }
     return {"accuracy": accuracy, "macro_f1": macro_f1}, details
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Flat metrics and per-label details for multi-hot targets and predictions `[rows, labels]`:
+    micro-F1 (every decision counts once, scikit-learn's and the HF examples' headline figure),
+    macro-F1 (every label counts once), subset accuracy (the whole label set right)."""
+    micro = float(f1_score(y_true, y_pred, average="micro", zero_division=0))
+    macro = float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    subset = float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    details = {
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                   "support": int(s[i])}
+            for i, name in enumerate(label_names)
+        },
+        "labels_per_row": {"true": float(y_true.sum(1).mean()) if len(y_true) else 0.0,
+                           "predicted": float(y_pred.sum(1).mean()) if len(y_pred) else 0.0},
+    }
+    return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset}, details

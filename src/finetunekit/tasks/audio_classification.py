@@ -78,8 +78,7 @@ class AudioClassification(AudioInput, ClassificationTask):
 
     # --- training -------------------------------------------------------------------------
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:
-        index = {name: i for i, name in enumerate(self.labels)}
-        return [{"audio": r["audio"], "label": index.get(r["label"], -1), "where": r[WHERE],
+        return [{"audio": r["audio"], "label": self.label_target(r), "where": r[WHERE],
                  "seconds": r.get("seconds", 0.0)} for r in rows]
 
     def example_length(self, example: dict[str, Any]) -> int:

@@ -8,7 +8,7 @@ pre-trained model, encode, evaluate the base model, train (through the task's `c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +151,13 @@ class Task(ABC):
         return len(str(self.row_key(row)))
 
     def row_label(self, row: dict[str, Any]) -> Hashable | None:
-        """The label to stratify splits by and to count in the report (None: no labels)."""
+        """The label to stratify splits by and to count in the report (None: no labels; a
+        tuple: several, each counted)."""
         return None
+
+    def stratum(self, rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Hashable] | None:
+        """What a split of `rows` into fractions is stratified by (None: not stratified)."""
+        return self.row_label if rows and self.row_label(rows[0]) is not None else None
 
     # --- model ----------------------------------------------------------------------------
     @abstractmethod

@@ -4,13 +4,19 @@ Each of them puts a new head on a pre-trained backbone, so the pieces around tha
 same: the label set comes from the training split, held-out rows with unseen labels are refused,
 predictions and metrics come from logits, and the fair 'before' number is a linear probe on the
 frozen backbone's features. A subclass only says how to get logits and features for its inputs.
+
+Multi-label rows (`multi_label`: a row's label is a set, possibly empty, as text classification
+reads them) train one sigmoid per label (transformers' `multi_label_classification`, so a plain
+pipeline scores them the same way), predict every label at or above 0.5, and are scored by
+micro-F1; the probe is then one logistic regression per label.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,12 +26,15 @@ import torch.nn.functional as F
 
 from ..data.readers import WHERE, RowError
 from ..errors import UserError
-from ..evaluate.classification import classification_metrics
+from ..evaluate.classification import classification_metrics, multilabel_metrics
 from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 
 PROBE_CS = np.logspace(-4, 2, 7)  # the linear probe's inverse regularization strengths tried
 PROBE_FOLDS = 5
+MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a set of labels
+THRESHOLD = 0.5  # multi-label: a label is predicted when its probability reaches this
+NO_LABEL = "(none)"  # multi-label: how a row with an empty label set is counted in the report
 
 
 def label_text(value: Any, column: str) -> str:
@@ -40,6 +49,18 @@ def label_text(value: Any, column: str) -> str:
     raise RowError(column, f"expected a label (text or integer), got {type(value).__name__}")
 
 
+def label_set(value: Any, column: str, separator: str | None) -> tuple[str, ...]:
+    """A multi-label row's labels, sorted and once each: a list (JSON array, Parquet list), text
+    split at `data.label_separator` (an empty cell: no label), or one label alone."""
+    if isinstance(value, str) and separator is not None:
+        items: Any = [item for item in value.split(separator) if item.strip()]
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        items = [value]
+    return tuple(sorted({label_text(item, column) for item in items}))
+
+
 class ClassificationTask(Task):
     default_metric = "accuracy"
     metric_mode = "max"
@@ -48,9 +69,48 @@ class ClassificationTask(Task):
 
     labels: list[str]
     class_weights: torch.Tensor | None = None  # per label, in `labels` order (train.class_weights)
+    multi_label: bool | None = False  # a row's label is a set (text classification may say so)
+    _index_of: dict[str, int] | None = None  # label -> its position in `labels`
 
     def row_label(self, row: dict[str, Any]) -> Hashable:
+        """The label to count (a multi-label row's labels, each counted) and stratify by."""
+        if self.multi_label:
+            return tuple(row["label"]) or (NO_LABEL,)
         return row["label"]
+
+    def stratum(self, rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Hashable] | None:
+        """Multi-label rows are stratified by their rarest label: their label sets are mostly
+        too rare to split (a set of one row always stays in train), while every label with
+        rows enough reaches each split."""
+        if not self.multi_label:
+            return super().stratum(rows)
+        counts = Counter(name for r in rows for name in r["label"])
+        return lambda row: min(row["label"], key=lambda n: (counts[n], n), default=NO_LABEL)
+
+    def row_labels(self, row: dict[str, Any]) -> tuple[str, ...]:
+        """A row's labels as a set, whichever kind of row it is."""
+        return tuple(row["label"]) if self.multi_label else (row["label"],)
+
+    def label_rows(self) -> list[dict[str, Any]]:
+        """Rows that stand for the labels the model knows (a tuned model's, for checking other
+        files against it as against its training split)."""
+        if self.multi_label:
+            return [{"label": tuple(self.labels)}]
+        return [{"label": name} for name in self.labels]
+
+    def label_target(self, row: dict[str, Any]) -> int | list[float]:
+        """What the loss compares the logits with: the label's index (-1 for a label the model
+        lacks: predict's placeholder rows), or a multi-hot vector over `labels`."""
+        if self._index_of is None:  # reset wherever `labels` is set
+            self._index_of = {name: i for i, name in enumerate(self.labels)}
+        index = self._index_of
+        if not self.multi_label:
+            return index.get(row["label"], -1)
+        hot = [0.0] * len(self.labels)
+        for name in row["label"]:
+            if name in index:  # a label only a split-off fraction has is not the model's
+                hot[index[name]] = 1.0
+        return hot
 
     def shown_input(self, row: dict[str, Any]) -> str:
         """A row's input as a prediction shows it."""
@@ -60,35 +120,64 @@ class ClassificationTask(Task):
                             train_rows: list[dict[str, Any]]) -> torch.nn.Module:
         """The pre-trained model with a fresh head over the training split's labels, whose names
         go into the saved config (so a plain `pipeline` reports them)."""
-        self.labels = sorted({r["label"] for r in train_rows})
+        counts = Counter(name for r in train_rows for name in self.row_labels(r))
+        self.labels, self._index_of = sorted(counts), None
+        if not self.labels:
+            raise UserError("train: no row has a label (multi-label rows all have an empty set)")
         if self.cfg.train.class_weights == "balanced":
-            counts = Counter(r["label"] for r in train_rows)
-            self.class_weights = torch.tensor(
-                [len(train_rows) / (len(self.labels) * counts[name]) for name in self.labels])
-        return auto_class.from_pretrained(
+            n = len(train_rows)
+            self.class_weights = torch.tensor(  # multi-label: each label's negatives / positives
+                [(n - counts[name]) / counts[name] if self.multi_label
+                 else n / (len(self.labels) * counts[name]) for name in self.labels])
+        model = auto_class.from_pretrained(
             model_path,
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)},
             ignore_mismatched_sizes=True,
+            **({"problem_type": MULTI_LABEL} if self.multi_label else {}),
             **self.model_kwargs,
         )
+        if self.multi_label:
+            self.default_metric = "micro_f1"  # type: ignore[misc]
+            self._start_at_label_rates(model, [counts[name] / len(train_rows)
+                                               for name in self.labels])
+        return model
+
+    def _start_at_label_rates(self, model: torch.nn.Module, rates: list[float]) -> None:
+        """Set the new head's biases to each label's log-odds in the training split, so the
+        untrained model already predicts every label at its rate (RetinaNet's prior
+        initialization). From zero biases, the first steps of a multi-label run mostly push
+        every logit down at once, the same way for every input; that push reaches the encoder
+        and, on MovieLens genres from titles, collapsed it to one output for all inputs."""
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
+                and m.out_features == len(rates) and m.bias is not None]
+        if not head:
+            return
+        p = torch.tensor(rates).clamp(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            head[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
 
     def _load_tuned_with_head(self, auto_class: Any, model_dir: Path) -> torch.nn.Module:
         """A tuned model; its label names come back from its config."""
         model = auto_class.from_pretrained(model_dir, **NO_HUB_KERNELS)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self._index_of = None
+        self.multi_label = model.config.problem_type == MULTI_LABEL  # other files must agree
+        if self.multi_label:
+            self.default_metric = "micro_f1"  # type: ignore[misc]
         return model
 
     def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
         """A held-out label the model never trained on cannot be predicted: refuse (or skip) it."""
-        known = {r["label"] for r in train}
+        known = {name for r in train for name in self.row_labels(r)}
         kept = []
         for row in rows:
-            if row["label"] in known:
+            unknown = [name for name in self.row_labels(row) if name not in known]
+            if not unknown:
                 kept.append(row)
                 continue
-            message = (f"{row[WHERE]}: field '{self._column('label')}': label {row['label']!r} "
+            message = (f"{row[WHERE]}: field '{self._column('label')}': label {unknown[0]!r} "
                        f"does not occur in the training split (labels: {', '.join(sorted(known))})")
             if not self.cfg.data.skip_bad_rows:
                 raise UserError(message)
@@ -97,10 +186,18 @@ class ClassificationTask(Task):
     def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, summed over the batch (the loop divides by the window's examples):
         cross-entropy in fp32, with `train.label_smoothing` and `train.class_weights`. Balanced
-        weights average 1 over the training split, so the loss keeps its scale."""
+        weights average 1 over the training split, so the loss keeps its scale. Multi-label:
+        binary cross-entropy averaged over the labels (transformers' own scale), smoothing
+        pulling each target towards 0.5, balanced weights as each label's positive weight."""
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        smoothing = self.cfg.train.label_smoothing
+        if self.multi_label:
+            targets = labels.float() * (1 - smoothing) + smoothing / 2
+            per_label = F.binary_cross_entropy_with_logits(logits.float(), targets,
+                                                           pos_weight=weight, reduction="none")
+            return per_label.mean(-1).sum()
         return F.cross_entropy(logits.float(), labels, weight=weight, reduction="sum",
-                               label_smoothing=self.cfg.train.label_smoothing)
+                               label_smoothing=smoothing)
 
     @abstractmethod
     def _logits(self, model: torch.nn.Module, examples: list[Any]) -> torch.Tensor:
@@ -111,6 +208,8 @@ class ClassificationTask(Task):
         """What the classification head sees, from the frozen pre-trained model."""
 
     def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
+        if self.multi_label:
+            return self._multilabel_result(logits, rows)
         index = {name: i for i, name in enumerate(self.labels)}
         y_true = [index[r["label"]] for r in rows]
         probs = logits.softmax(-1)
@@ -124,8 +223,36 @@ class ClassificationTask(Task):
         ]
         return EvalResult(metrics, details, predictions)
 
+    def _multilabel_result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
+        targets = torch.tensor([self.label_target(r) for r in rows]).reshape(len(rows), -1)
+        probs = logits.sigmoid()
+        chosen = probs >= THRESHOLD
+        metrics, details = multilabel_metrics(targets.numpy().astype(int),
+                                              chosen.numpy().astype(int), self.labels)
+        metrics["loss"] = float(F.binary_cross_entropy_with_logits(logits, targets).item())
+        predictions = [
+            {"where": r[WHERE], "input": self.shown_input(r), "target": list(r["label"]),
+             "prediction": [self.labels[j] for j in range(len(self.labels)) if chosen[i, j]],
+             "score": round(float(probs[i].max()), 4) if len(self.labels) else 0.0}
+            for i, r in enumerate(rows)
+        ]
+        return EvalResult(metrics, details, predictions)
+
     def _ranked(self, inputs: list[str], logits: torch.Tensor) -> list[dict[str, Any]]:
-        """`predict`'s answer: the best label and score of each input, and its top three."""
+        """`predict`'s answer: the best label and score of each input, and its top three
+        (multi-label: every label at or above the threshold, and the top three scores)."""
+        if self.multi_label:
+            results = []
+            for item, p in zip(inputs, logits.sigmoid(), strict=True):
+                top = p.topk(min(3, len(self.labels)))
+                results.append({
+                    "input": item,
+                    "labels": [self.labels[j] for j in range(len(self.labels))
+                               if p[j] >= THRESHOLD],
+                    "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
+                            for v, j in zip(top.values, top.indices, strict=True)],
+                })
+            return results
         results = []
         for item, p in zip(inputs, logits.softmax(-1), strict=True):
             top = p.topk(min(3, len(self.labels)))
@@ -144,6 +271,8 @@ class ClassificationTask(Task):
         self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
     ) -> EvalResult:
         """Linear probe: logistic regression on frozen features (the new head is untrained)."""
+        if self.multi_label:
+            return self._multilabel_baseline(model, train, test)
         index = {name: i for i, name in enumerate(self.labels)}
         probe, how = self.fit_probe(self.features(model, train), [index[r["label"]] for r in train])
         scores = torch.from_numpy(np.asarray(probe.decision_function(self.features(model, test)),
@@ -156,6 +285,45 @@ class ClassificationTask(Task):
         logits[:, torch.as_tensor(probe.classes_)] = scores.log_softmax(-1).float()
         result = self._result(logits, test)
         result.details["baseline"] = f"linear probe on frozen pooled features ({how})"
+        return result
+
+    def _multilabel_baseline(
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+    ) -> EvalResult:
+        """One logistic regression per label on the frozen features, one strength for all of
+        them chosen by 5-fold cross-validation on the mean binary log loss."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV, KFold
+        from sklearn.multiclass import OneVsRestClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        def score(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
+            p = np.clip(estimator.predict_proba(x), 1e-7, 1 - 1e-7)
+            return float(np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+        targets = np.array([self.label_target(r) for r in train], dtype=int)
+        probe = make_pipeline(StandardScaler(), OneVsRestClassifier(
+            LogisticRegression(max_iter=2000, C=self.probe_c)))
+        features = self.features(model, train)
+        folds = min(PROBE_FOLDS, len(train))
+        with warnings.catch_warnings():  # a label absent from a fold is predicted constant
+            warnings.filterwarnings("ignore", message="Label not")
+            if folds >= 2:
+                search = GridSearchCV(
+                    probe, {"onevsrestclassifier__estimator__C": PROBE_CS}, scoring=score,
+                    cv=KFold(folds, shuffle=True, random_state=self.cfg.train.seed),
+                ).fit(features, targets)
+                probe = search.best_estimator_
+                chosen = search.best_params_["onevsrestclassifier__estimator__C"]
+                how = f"C={chosen:g}, chosen by {folds}-fold cross-validation"
+            else:
+                probe.fit(features, targets)
+                how = f"C={self.probe_c:g}"
+            p = np.clip(probe.predict_proba(self.features(model, test)), 1e-7, 1 - 1e-7)
+        logits = torch.from_numpy(np.log(p) - np.log1p(-p)).float()
+        result = self._result(logits, test)
+        result.details["baseline"] = f"linear probe per label on frozen pooled features ({how})"
         return result
 
     def fit_probe(self, features: np.ndarray, labels: list[int]) -> tuple[Any, str]:

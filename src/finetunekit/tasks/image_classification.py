@@ -172,9 +172,8 @@ class ImageClassification(ClassificationTask):
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:
         """Examples point at their image file: decoding happens per batch, so memory stays flat
         however large the dataset."""
-        index = {name: i for i, name in enumerate(self.labels)}
         return [
-            {"image": r["image"], "label": index.get(r["label"], -1), "where": r[WHERE],
+            {"image": r["image"], "label": self.label_target(r), "where": r[WHERE],
              "index": i, "augment": training and self.cfg.image.augment}
             for i, r in enumerate(rows)
         ]

@@ -10,6 +10,10 @@ paraphrase, does this answer fit this question): the two are encoded together, a
 encoder attends across them (a cross-encoder). The training split's first row decides whether a
 run has pairs; every other row must agree, and the saved config says so (`PAIR_FLAG`), so `eval`
 and `predict` hold a tuned model to the inputs it learned.
+
+A row's label may also be a list (or text split at `data.label_separator`): multi-label
+classification (ClassificationTask). The first training row decides here too: once it has a
+list, a row with one label is a set of one; before, a list is an error.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.readers import WHERE, RowError, require_text
 from ..errors import UserError
-from .classification import ClassificationTask, label_text  # noqa: F401 (re-exported)
+from .classification import ClassificationTask, label_set, label_text  # noqa: F401
 from .padding import pad_ids
 
 PAIR_FLAG = "finetunekit_text_pair"  # in a tuned model's config: it reads (text, text_pair)
@@ -38,15 +42,27 @@ class TextClassification(ClassificationTask):
     fields = ("text", "text_pair", "label")
     input_field = "text"
     pairs: bool | None = None  # sentence pairs; None until the first row (or the tuned model) says
+    multi_label: bool | None = None  # label sets; decided the same way
 
     def check_row(self, row: dict[str, Any]) -> dict[str, Any]:
         text = require_text(row, "text", self._column("text"))
+        column = self._column("label")
         if "label" not in row:
-            raise RowError(self._column("label"), "missing (check data.columns)")
-        checked = {"text": text, "label": label_text(row["label"], self._column("label"))}
+            raise RowError(column, "missing (check data.columns)")
+        separator = self.cfg.data.label_separator
+        listed = isinstance(row["label"], list | tuple) or separator is not None
+        multi = listed if self.multi_label is None else self.multi_label
+        if listed and not multi:
+            raise RowError(column, "expected one label, got a list (multi-label data needs a "
+                                   "list in the first training row too)")
+        label = label_set(row["label"], column, separator) if multi else label_text(row["label"],
+                                                                                   column)
+        checked = {"text": text, "label": label}
         if "text_pair" in row:
             checked["text_pair"] = require_text(row, "text_pair", self._column("text_pair"))
         pair = "text_pair" in checked
+        if self.multi_label is None:
+            self.multi_label = multi
         if self.pairs is None:
             self.pairs = pair
         elif pair != self.pairs:
@@ -92,14 +108,13 @@ class TextClassification(ClassificationTask):
 
     # --- training -------------------------------------------------------------------------
     def encode(self, rows: list[dict[str, Any]], training: bool) -> list[dict[str, Any]]:
-        index = {name: i for i, name in enumerate(self.labels)}
         seconds = [r["text_pair"] for r in rows] if self.pairs else None
         enc = self.tokenizer(  # pairs: truncated longest first, as the pipeline does
             [r["text"] for r in rows], seconds, truncation=True,
             max_length=self.cfg.train.max_length,
         )
         examples = [
-            {"input_ids": ids, "label": index.get(r["label"], -1), "where": r[WHERE]}
+            {"input_ids": ids, "label": self.label_target(r), "where": r[WHERE]}
             for ids, r in zip(enc["input_ids"], rows, strict=True)
         ]
         if self.pairs and "token_type_ids" in enc:  # BERT-like models: which text a token is in
@@ -174,7 +189,8 @@ class TextClassification(ClassificationTask):
     def predict(self, model: torch.nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
         """A pair model's input is its two texts with a tab between them (a line of a TSV file
         given to `--inputs-file`), or a (text, text_pair) tuple from Python."""
-        rows = [{**self._predict_texts(item, i), "label": self.labels[0], WHERE: f"input {i + 1}"}
+        placeholder = () if self.multi_label else self.labels[0]  # not scored
+        rows = [{**self._predict_texts(item, i), "label": placeholder, WHERE: f"input {i + 1}"}
                 for i, item in enumerate(inputs)]
         return self._ranked(inputs, self._logits(model, self.encode(rows, training=False)))
 
