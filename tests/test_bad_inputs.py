@@ -31,7 +31,7 @@ DATA_CASES = [
     ("text_null.jsonl", "train", "text_null.jsonl:4: field 'review': expected text, got NoneType"),
     ("text_object.jsonl", "train", "text_object.jsonl:4: field 'review': expected text, got dict"),
     ("text_nan.jsonl", "train", "text_nan.jsonl:3: field 'review': expected text, got float"),
-    ("label_list.jsonl", "train", "label_list.jsonl:3: field 'score': expected a label"),
+    ("label_list.jsonl", "train", "label_list.jsonl:3: field 'score': expected one label, got a list"),
     ("label_null.jsonl", "train", "label_null.jsonl:3: field 'score': missing label"),
     ("label_empty.jsonl", "train", "label_empty.jsonl:3: field 'score': empty label"),
     ("label_float.jsonl", "train", "label_float.jsonl:3: field 'score': expected a label"),
