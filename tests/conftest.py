@@ -116,23 +116,36 @@ def review_data(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-@pytest.fixture()
-def tiny_config(tmp_path: Path, tiny_bert: Path, review_data: dict[str, Path]):
-    """A Config for the tiny model on the toy reviews; tests adjust fields as they need."""
+def text_config(tmp_path: Path, model: Path, train: Path, test: Path, columns: dict[str, str],
+                **train_settings):
+    """A text-classification Config for a tiny model on small files: a quarter of train split
+    off for validation, a short run on one thread; `train_settings` override the train section."""
     from finetunekit import config as config_mod
 
     raw = {
         "task": "text-classification",
-        "model": str(tiny_bert),
-        "data": {
-            "train": str(review_data["train"]),
-            "validation": 0.25,
-            "test": str(review_data["test"]),
-            "columns": {"text": "review", "label": "score"},
-        },
+        "model": str(model),
+        "data": {"train": str(train), "validation": 0.25, "test": str(test), "columns": columns},
         "train": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "max_length": 32, "seed": 7,
-                  "log_every": 1, "num_threads": 1},
+                  "log_every": 1, "num_threads": 1, **train_settings},
         "eval": {"batch_size": 16},
         "output": str(tmp_path / "run"),
     }
     return config_mod.validate(raw)
+
+
+def load_task(cfg):
+    """The config's task with its splits read and its model loaded, as `train` has them."""
+    from finetunekit.run import read_splits
+    from finetunekit.tasks import get_task
+
+    task = get_task(cfg)
+    splits, _ = read_splits(cfg, task)
+    return task, splits, task.load(str(cfg.model), splits["train"])
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path, tiny_bert: Path, review_data: dict[str, Path]):
+    """A Config for the tiny model on the toy reviews; tests adjust fields as they need."""
+    return text_config(tmp_path, tiny_bert, review_data["train"], review_data["test"],
+                       {"text": "review", "label": "score"})

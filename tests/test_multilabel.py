@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BAD, FILLER, GOOD, write_jsonl
+from conftest import BAD, FILLER, GOOD, load_task, text_config, write_jsonl
 
 from finetunekit import config as config_mod
 from finetunekit.errors import UserError
@@ -44,32 +44,13 @@ def make_tagged(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture()
 def tagged_config(tmp_path: Path, tiny_bert: Path):
-    data = tmp_path / "data"
-    raw = {
-        "task": "text-classification",
-        "model": str(tiny_bert),
-        "data": {
-            "train": str(write_jsonl(data / "train.jsonl", make_tagged(96, seed=1))),
-            "validation": 0.25,
-            "test": str(write_jsonl(data / "test.jsonl", make_tagged(32, seed=2))),
-            "columns": {"text": "review", "label": "tags"},
-        },
-        "train": {"epochs": 3, "lr": 1e-3, "batch_size": 8, "max_length": 32, "seed": 7,
-                  "num_threads": 1},
-        "eval": {"batch_size": 16},
-        "output": str(tmp_path / "run"),
-    }
-    return config_mod.validate(raw)
-
-
-def loaded(cfg):
-    task = get_task(cfg)
-    splits, _ = read_splits(cfg, task)
-    return task, splits, task.load(str(cfg.model), splits["train"])
+    return text_config(tmp_path, tiny_bert, write_jsonl(tmp_path / "train.jsonl", make_tagged(96, 1)),
+                       write_jsonl(tmp_path / "test.jsonl", make_tagged(32, 2)),
+                       {"text": "review", "label": "tags"}, epochs=3)
 
 
 def test_rows_are_label_sets_and_the_model_is_multi_label(tagged_config) -> None:
-    task, splits, model = loaded(tagged_config)
+    task, splits, model = load_task(tagged_config)
     assert task.multi_label is True
     assert task.labels == ["spoiled", "sweet"]
     assert model.config.problem_type == "multi_label_classification"
@@ -87,7 +68,7 @@ def test_rows_are_label_sets_and_the_model_is_multi_label(tagged_config) -> None
 
 
 def test_the_loss_is_transformers_binary_cross_entropy(tagged_config) -> None:
-    task, splits, model = loaded(tagged_config)
+    task, splits, model = load_task(tagged_config)
     batch = task.collate(task.encode(splits["train"][:8], training=False))
     model.eval()
     with torch.no_grad():
@@ -105,7 +86,7 @@ def test_the_loss_is_transformers_binary_cross_entropy(tagged_config) -> None:
 
 def test_balanced_weights_are_each_labels_negatives_over_positives(tagged_config) -> None:
     tagged_config.train.class_weights = "balanced"
-    task, splits, _ = loaded(tagged_config)
+    task, splits, _ = load_task(tagged_config)
     rows = splits["train"]
     for i, name in enumerate(task.labels):
         positives = sum(name in r["label"] for r in rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BAD, FILLER, GOOD, write_jsonl
+from conftest import BAD, FILLER, GOOD, load_task, text_config, write_jsonl
 
 from finetunekit import config as config_mod
 from finetunekit.errors import UserError
@@ -44,30 +44,18 @@ def make_pairs(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture()
 def pair_config(tmp_path: Path, tiny_bert: Path):
-    data = tmp_path / "data"
-    raw = {
-        "task": "text-classification",
-        "model": str(tiny_bert),
-        "data": {
-            "train": str(write_jsonl(data / "train.jsonl", make_pairs(64, seed=1))),
-            "validation": 0.25,
-            "test": str(write_jsonl(data / "test.jsonl", make_pairs(24, seed=2))),
-            "columns": {"text": "premise", "text_pair": "hypothesis", "label": "relation"},
-        },
-        "train": {"epochs": 1, "lr": 1e-3, "batch_size": 8, "max_length": 32, "seed": 7,
-                  "num_threads": 1},
-        "eval": {"batch_size": 16, "baseline": False},
-        "output": str(tmp_path / "run"),
-    }
-    return config_mod.validate(raw)
+    cfg = text_config(tmp_path, tiny_bert, write_jsonl(tmp_path / "train.jsonl", make_pairs(64, 1)),
+                      write_jsonl(tmp_path / "test.jsonl", make_pairs(24, 2)),
+                      {"text": "premise", "text_pair": "hypothesis", "label": "relation"},
+                      epochs=1)
+    cfg.eval.baseline = False
+    return cfg
 
 
 def test_a_pair_is_one_sequence_with_token_types(pair_config) -> None:
-    task = get_task(pair_config)
-    with task.reading(pair_config.data.columns):
-        rows = task.read(pair_config.data_files("train")[0].path, "train.jsonl").rows
+    task, splits, model = load_task(pair_config)
+    rows = splits["train"]
     assert task.pairs is True
-    model = task.load(str(pair_config.model), rows)
     assert getattr(model.config, PAIR_FLAG) is True
     example = task.encode(rows[:1], training=False)[0]
     tokens = task.tokenizer.convert_ids_to_tokens(example["input_ids"])
@@ -87,11 +75,9 @@ def test_a_pair_is_one_sequence_with_token_types(pair_config) -> None:
 
 
 def test_single_texts_carry_no_token_types(tiny_config) -> None:
-    task = get_task(tiny_config)
-    with task.reading(tiny_config.data.columns):
-        rows = task.read(tiny_config.data_files("train")[0].path, "train.jsonl").rows
+    task, splits, model = load_task(tiny_config)
+    rows = splits["train"]
     assert task.pairs is False
-    model = task.load(str(tiny_config.model), rows)
     assert not hasattr(model.config, PAIR_FLAG)
     batch = task.collate(task.encode(rows[:4], training=False))
     assert set(task.model_inputs(batch)) == {"input_ids", "attention_mask"}
