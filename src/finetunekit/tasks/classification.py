@@ -210,8 +210,7 @@ class ClassificationTask(Task):
     def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
         if self.multi_label:
             return self._multilabel_result(logits, rows)
-        index = {name: i for i, name in enumerate(self.labels)}
-        y_true = [index[r["label"]] for r in rows]
+        y_true = [self.label_target(r) for r in rows]
         probs = logits.softmax(-1)
         y_pred = probs.argmax(-1).tolist()
         metrics, details = classification_metrics(y_true, y_pred, self.labels)
@@ -241,27 +240,17 @@ class ClassificationTask(Task):
     def _ranked(self, inputs: list[str], logits: torch.Tensor) -> list[dict[str, Any]]:
         """`predict`'s answer: the best label and score of each input, and its top three
         (multi-label: every label at or above the threshold, and the top three scores)."""
-        if self.multi_label:
-            results = []
-            for item, p in zip(inputs, logits.sigmoid(), strict=True):
-                top = p.topk(min(3, len(self.labels)))
-                results.append({
-                    "input": item,
-                    "labels": [self.labels[j] for j in range(len(self.labels))
-                               if p[j] >= THRESHOLD],
-                    "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
-                            for v, j in zip(top.values, top.indices, strict=True)],
-                })
-            return results
         results = []
-        for item, p in zip(inputs, logits.softmax(-1), strict=True):
+        for item, p in zip(inputs, logits.sigmoid() if self.multi_label else logits.softmax(-1),
+                           strict=True):
             top = p.topk(min(3, len(self.labels)))
-            results.append({
-                "input": item, "label": self.labels[int(top.indices[0])],
-                "score": round(float(top.values[0]), 4),
-                "top": [{"label": self.labels[int(j)], "score": round(float(v), 4)}
-                        for v, j in zip(top.values, top.indices, strict=True)],
-            })
+            best = [{"label": self.labels[int(j)], "score": round(float(v), 4)}
+                    for v, j in zip(top.values, top.indices, strict=True)]
+            if self.multi_label:
+                chosen = [name for name, q in zip(self.labels, p, strict=True) if q >= THRESHOLD]
+                results.append({"input": item, "labels": chosen, "top": best})
+            else:
+                results.append({"input": item, **best[0], "top": best})
         return results
 
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
