@@ -27,11 +27,7 @@ def classification_metrics(
     ]
     pairs.sort(reverse=True)
     details = {
-        "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                   "support": int(s[i])}
-            for i, name in enumerate(label_names)
-        },
+        "per_class": per_class(label_names, p, r, f, s),
         "confusion_matrix": {"labels": label_names, "matrix": cm.tolist()},
         "most_confused": [{"true": t, "predicted": q, "count": c} for c, t, q in pairs[:10]],
     }
@@ -49,12 +45,16 @@ def multilabel_metrics(
     subset = float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     details = {
-        "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                   "support": int(s[i])}
-            for i, name in enumerate(label_names)
-        },
+        "per_class": per_class(label_names, p, r, f, s),
         "labels_per_row": {"true": float(y_true.sum(1).mean()) if len(y_true) else 0.0,
                            "predicted": float(y_pred.sum(1).mean()) if len(y_pred) else 0.0},
     }
     return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset}, details
+
+
+def per_class(names: list[str], precision: Any, recall: Any, f1: Any,
+              support: Any) -> dict[str, dict[str, float]]:
+    """scikit-learn's per-label arrays as one mapping per label name."""
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(names)}
