@@ -200,3 +200,24 @@ def test_a_single_label_model_refuses_label_sets_in_eval(tiny_config, tmp_path: 
     sets = write_jsonl(tmp_path / "sets.jsonl", [{"review": "tasty", "score": ["great"]}])
     with pytest.raises(UserError, match=r"sets\.jsonl:1: field 'score': expected one label"):
         evaluate_run(run.dir, str(sets))
+
+
+def test_lora_keeps_label_sets_and_pairs_through_the_merge(tmp_path: Path, tiny_bert: Path) -> None:
+    """Both new shapes at once under LoRA: the merged model still says multi-label and pairs."""
+    import finetunekit
+    from finetunekit.tasks.text_classification import PAIR_FLAG
+
+    def rows(n: int, seed: int) -> list[dict]:
+        return [{"premise": r["review"], "hypothesis": "the snack", "tags": r["tags"]}
+                for r in make_tagged(n, seed)]
+
+    cfg = text_config(tmp_path, tiny_bert, write_jsonl(tmp_path / "train.jsonl", rows(48, 1)),
+                      write_jsonl(tmp_path / "test.jsonl", rows(16, 2)),
+                      {"text": "premise", "text_pair": "hypothesis", "label": "tags"}, epochs=1)
+    cfg.peft.method = "lora"
+    run = finetunekit.train(cfg, progress=False)
+    saved = json.loads((run.model_dir / "config.json").read_text())
+    assert saved["problem_type"] == "multi_label_classification" and saved[PAIR_FLAG] is True
+    assert (run.dir / "adapter").is_dir()
+    answer = predict(run.dir, ["tasty box\tthe snack"])[0]
+    assert set(answer) == {"input", "labels", "top"}
