@@ -262,8 +262,8 @@ class ClassificationTask(Task):
         """Linear probe: logistic regression on frozen features (the new head is untrained)."""
         if self.multi_label:
             return self._multilabel_baseline(model, train, test)
-        index = {name: i for i, name in enumerate(self.labels)}
-        probe, how = self.fit_probe(self.features(model, train), [index[r["label"]] for r in train])
+        probe, how = self.fit_probe(self.features(model, train),
+                                    [self.label_target(r) for r in train])
         scores = torch.from_numpy(np.asarray(probe.decision_function(self.features(model, test)),
                                              dtype=np.float64))
         if scores.ndim == 1:  # two classes: one logit difference
@@ -279,62 +279,57 @@ class ClassificationTask(Task):
     def _multilabel_baseline(
         self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
     ) -> EvalResult:
-        """One logistic regression per label on the frozen features, one strength for all of
-        them chosen by 5-fold cross-validation on the mean binary log loss."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import GridSearchCV, KFold
-        from sklearn.multiclass import OneVsRestClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        def score(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
-            p = np.clip(estimator.predict_proba(x), 1e-7, 1 - 1e-7)
-            return float(np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
+        """One logistic regression per label on the frozen features (`fit_probe`); its
+        probabilities become logits for the same metrics as the tuned model's."""
         targets = np.array([self.label_target(r) for r in train], dtype=int)
-        probe = make_pipeline(StandardScaler(), OneVsRestClassifier(
-            LogisticRegression(max_iter=2000, C=self.probe_c)))
-        features = self.features(model, train)
-        folds = min(PROBE_FOLDS, len(train))
-        with warnings.catch_warnings():  # a label absent from a fold is predicted constant
-            warnings.filterwarnings("ignore", message="Label not")
-            if folds >= 2:
-                search = GridSearchCV(
-                    probe, {"onevsrestclassifier__estimator__C": PROBE_CS}, scoring=score,
-                    cv=KFold(folds, shuffle=True, random_state=self.cfg.train.seed),
-                ).fit(features, targets)
-                probe = search.best_estimator_
-                chosen = search.best_params_["onevsrestclassifier__estimator__C"]
-                how = f"C={chosen:g}, chosen by {folds}-fold cross-validation"
-            else:
-                probe.fit(features, targets)
-                how = f"C={self.probe_c:g}"
-            p = np.clip(probe.predict_proba(self.features(model, test)), 1e-7, 1 - 1e-7)
+        probe, how = self.fit_probe(self.features(model, train), targets)
+        p = np.clip(probe.predict_proba(self.features(model, test)), 1e-7, 1 - 1e-7)
         logits = torch.from_numpy(np.log(p) - np.log1p(-p)).float()
         result = self._result(logits, test)
         result.details["baseline"] = f"linear probe per label on frozen pooled features ({how})"
         return result
 
-    def fit_probe(self, features: np.ndarray, labels: list[int]) -> tuple[Any, str]:
+    def fit_probe(self, features: np.ndarray, labels: Any) -> tuple[Any, str]:
         """Logistic regression on standardized features, and how its regularization was chosen.
 
         The strength is chosen by stratified cross-validation on the training rows (log loss):
         no one value suits every feature set, and a badly regularized probe would make the
         'before' number unfairly low (on the food reviews, C=1 read 0.749 accuracy where the
         chosen C=0.01 reads 0.777). With fewer than two rows of some class there is nothing to
-        cross-validate, and the task's `probe_c` is used."""
+        cross-validate, and the task's `probe_c` is used. Multi-label targets (multi-hot rows)
+        get one regression per label sharing one strength, chosen by plain k-fold on the mean
+        binary log loss (label sets are too many to stratify by)."""
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import GridSearchCV, StratifiedKFold
+        from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+        from sklearn.multiclass import OneVsRestClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=self.probe_c))
-        folds = min(PROBE_FOLDS, *Counter(labels).values())
-        if folds < 2 or len(set(labels)) < 2:
-            return probe.fit(features, labels), f"C={self.probe_c:g}"
-        search = GridSearchCV(
-            probe, {"logisticregression__C": PROBE_CS}, scoring="neg_log_loss",
-            cv=StratifiedKFold(folds, shuffle=True, random_state=self.cfg.train.seed),
-        ).fit(features, labels)
-        chosen = search.best_params_["logisticregression__C"]
+        regression = LogisticRegression(max_iter=2000, C=self.probe_c)
+        if self.multi_label:
+            estimator: Any = OneVsRestClassifier(regression)
+            param, scoring, split = "onevsrestclassifier__estimator__C", _binary_log_likelihood, KFold
+            folds = min(PROBE_FOLDS, len(labels))
+            enough = folds >= 2
+        else:
+            estimator, param, scoring, split = regression, "logisticregression__C", "neg_log_loss", \
+                StratifiedKFold
+            folds = min(PROBE_FOLDS, *Counter(labels).values())
+            enough = folds >= 2 and len(set(labels)) >= 2
+        probe = make_pipeline(StandardScaler(), estimator)
+        with warnings.catch_warnings():  # multi-label: a label absent from a fold is constant
+            warnings.filterwarnings("ignore", message="Label not")
+            if not enough:
+                return probe.fit(features, labels), f"C={self.probe_c:g}"
+            search = GridSearchCV(
+                probe, {param: PROBE_CS}, scoring=scoring,
+                cv=split(folds, shuffle=True, random_state=self.cfg.train.seed),
+            ).fit(features, labels)
+        chosen = search.best_params_[param]
         return search.best_estimator_, f"C={chosen:g}, chosen by {folds}-fold cross-validation"
+
+
+def _binary_log_likelihood(estimator: Any, features: np.ndarray, targets: np.ndarray) -> float:
+    """A multi-label probe's score for cross-validation: minus its mean binary log loss."""
+    p = np.clip(estimator.predict_proba(features), 1e-7, 1 - 1e-7)
+    return float(np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))

@@ -196,7 +196,10 @@ class TextClassification(ClassificationTask):
 
     def _predict_texts(self, item: str | tuple[str, str], index: int) -> dict[str, str]:
         if not self.pairs:
-            return {"text": item if isinstance(item, str) else PAIR_SEPARATOR.join(item)}
+            if not isinstance(item, str):
+                raise UserError(f"input {index + 1}: this model classifies single texts; "
+                                "expected one text, not a pair")
+            return {"text": item}
         parts = item.split(PAIR_SEPARATOR, 1) if isinstance(item, str) else list(item)
         if len(parts) != 2 or not all(isinstance(p, str) and p.strip() for p in parts):
             raise UserError(f"input {index + 1}: this model classifies sentence pairs; expected "
