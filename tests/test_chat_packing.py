@@ -7,6 +7,8 @@ would too. Each check compares against the unpacked / unchunked result.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import chat_fixtures
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from chat_fixtures import needs_smollm2, write_jsonl
 
 from finetunekit.config import validate
+from finetunekit.data.readers import WHERE
 from finetunekit.tasks.chat import ChatSFT
 from finetunekit.training.losses import (
     IGNORE,
@@ -128,6 +131,33 @@ def test_chunked_loss_equals_plain_cross_entropy_and_gradients(task_and_model):
     grads_chunked = torch.autograd.grad(chunked, [model.model.embed_tokens.weight])[0]
     torch.testing.assert_close(plain, chunked, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(grads_plain, grads_chunked, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_per_row_losses_add_up_to_the_batch_loss(task_and_model, chunked):
+    """Each row's summed loss (evaluation's per-row terms) is that row's loss alone."""
+    task, model, examples = task_and_model
+    batch = task.collate(examples)
+    with torch.no_grad():
+        rows = causal_lm_loss_sum(model, batch["input_ids"], batch["targets"], chunked=chunked,
+                                  chunk_size=7, per_row=True)
+        total = causal_lm_loss_sum(model, batch["input_ids"], batch["targets"], chunked=chunked)
+        one = task.collate(examples[1:2])
+        alone = causal_lm_loss_sum(model, one["input_ids"], one["targets"], chunked=chunked)
+    assert rows.shape == (len(examples),)
+    torch.testing.assert_close(rows.sum(), total, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(rows[1], alone, atol=1e-4, rtol=1e-5)
+
+
+def test_chat_evaluation_scores_each_row(task_and_model):
+    task, model, _ = task_and_model
+    rows = task.read(Path(task.cfg.data.train), display="d.jsonl").rows
+    result = task.evaluate(model, rows)
+    scores = result.row_scores
+    assert scores.rows == [r[WHERE] for r in rows]
+    for name in ("loss", "exact_match", "token_f1", "rouge_l"):
+        assert scores.value(name) == pytest.approx(result.metrics[name], rel=1e-5, abs=1e-7)
+    assert sum(scores.metrics["loss"][1]) == sum(e.trained_tokens for e in task.encode(rows, False))
 
 
 @pytest.mark.slow

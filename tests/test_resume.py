@@ -116,6 +116,9 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, tiny_config, pe
     assert max_diff(reference, resumed) <= 1e-6
     assert curve(reference) == curve(resumed)
     assert json.loads((resumed / "run.json").read_text())["status"] == "complete"
+    # the resumed run reads the base model's per-row scores back for the change's interval
+    assert (json.loads((resumed / "eval" / "comparison.json").read_text())
+            == json.loads((reference / "eval" / "comparison.json").read_text()))
     assert not list((resumed / "checkpoints").glob(".step-*"))  # no half-written leftovers
 
 

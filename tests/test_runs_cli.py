@@ -10,6 +10,7 @@ from fake_runs import make_run
 
 from finetunekit.cli import main
 from finetunekit.errors import UserError
+from finetunekit.evaluate.significance import RowScores
 from finetunekit.runs import compare, flatten, list_runs, tracker_config
 
 METRICS = [{"step": 5, "loss": 0.6}, {"step": 5, "eval_accuracy": 0.7, "eval_loss": 0.5},
@@ -76,6 +77,28 @@ def test_compare_cli(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert acc == [["after", "accuracy", "0.8000", "0.9000", "+0.1000"]]
     lr = [line.split() for line in out.splitlines() if line.startswith("train.lr")]
     assert lr == [["train.lr", "0.0001", "3e-05"]]
+
+
+def test_compare_gives_the_paired_interval_of_two_tuned_models(
+        runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [f"test.jsonl:{i}" for i in range(1, 401)]
+    for name, right in (("alpha", range(0, 320)), ("beta", range(0, 360))):  # B: 40 rows more
+        scores = RowScores(rows)
+        scores.add_mean("accuracy", [float(i in right) for i in range(400)])
+        (runs_dir / name / "eval" / "after_rows.json").write_text(json.dumps(scores.to_json()))
+    change = compare(runs_dir / "alpha", runs_dir / "beta").changes["accuracy"]
+    assert change["change"] == pytest.approx(0.1)
+    assert 0 < change["low"] < 0.1 < change["high"]  # B is right wherever A is: a clear gain
+    assert main(["compare", str(runs_dir / "alpha"), str(runs_dir / "beta")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.split()[:2] == ["after", "accuracy"])
+    assert line.split()[-2:] == [f"[{change['low']:+.4f},", f"{change['high']:+.4f}]"]
+    assert "paired bootstrap over the 400 held-out rows" in out
+
+    other = RowScores([f"other.jsonl:{i}" for i in range(1, 401)])  # B scored other rows
+    other.add_mean("accuracy", [1.0] * 400)
+    (runs_dir / "beta" / "eval" / "after_rows.json").write_text(json.dumps(other.to_json()))
+    assert compare(runs_dir / "alpha", runs_dir / "beta").changes == {}
 
 
 def test_compare_identical_and_missing_keys(tmp_path: Path) -> None:

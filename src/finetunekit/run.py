@@ -23,6 +23,7 @@ from .data.checks import data_report
 from .data.readers import WHERE, Table
 from .data.split import stratified_split
 from .errors import UserError
+from .evaluate.significance import LEVEL, RESAMPLES, RowScores, paired_changes
 from .fileio import atomic_dir, atomic_write_json, atomic_write_text
 from .memory import peak_mb
 from .tasks import get_task
@@ -54,6 +55,12 @@ class Run:
     @property
     def after(self) -> dict[str, float]:
         return self._json("eval/after.json")
+
+    @property
+    def changes(self) -> dict[str, dict[str, float]]:
+        """Per metric: before, after, change and the change's 95% paired interval (`low`,
+        `high`); metrics that are not sums over rows are absent (eval/comparison.json)."""
+        return self._json("eval/comparison.json").get("metrics", {})
 
     @property
     def status(self) -> dict[str, Any]:
@@ -219,12 +226,37 @@ def write_eval(out: Path, name: str, result: EvalResult) -> None:
     atomic_write_json(out / "eval" / f"{name}.json", result.metrics)
     if result.details:
         atomic_write_json(out / "eval" / f"{name}_details.json", result.details)
+    if result.row_scores:  # what the change's paired interval resamples (write_comparison)
+        atomic_write_json(out / "eval" / f"{name}_rows.json", result.row_scores.to_json())
     confusion = result.details.get("confusion_matrix")
     if confusion:  # classification tasks: plots/confusion_{before,after}.png
         from .evaluate.plots import plot_confusion
 
         plot_confusion(confusion["matrix"], confusion["labels"],
                        out / "plots" / f"confusion_{name}.png", f"confusion matrix ({name})")
+
+
+def read_eval(out: Path, name: str) -> EvalResult:
+    """An evaluation written by `write_eval` (metrics and per-row scores; a resumed run's before)."""
+    rows = out / "eval" / f"{name}_rows.json"
+    return EvalResult(json.loads((out / "eval" / f"{name}.json").read_text()),
+                      row_scores=RowScores.from_json(json.loads(rows.read_text()))
+                      if rows.is_file() else None)
+
+
+def write_comparison(out: Path, before: EvalResult | None,
+                     after: EvalResult) -> dict[str, dict[str, float]]:
+    """eval/comparison.json: each metric's change from before to after with its paired bootstrap
+    interval, where both were scored row by row on the same rows (evaluate/significance.py)."""
+    if before is None or before.row_scores is None or after.row_scores is None:
+        return {}
+    changes = paired_changes(before.row_scores, after.row_scores)
+    if changes:
+        atomic_write_json(out / "eval" / "comparison.json", {
+            "rows": len(after.row_scores.rows), "resamples": RESAMPLES, "level": LEVEL,
+            "method": "paired bootstrap: the same rows drawn with replacement for both models",
+            "metrics": changes})
+    return changes
 
 
 def write_predictions(out: Path, before: EvalResult | None, after: EvalResult) -> None:
@@ -240,16 +272,26 @@ def write_predictions(out: Path, before: EvalResult | None, after: EvalResult) -
     atomic_write_text(out / "eval" / "predictions.jsonl", "\n".join(lines) + "\n")
 
 
-def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
+def comparison_table(before: dict[str, float], after: dict[str, float],
+                     changes: dict[str, dict[str, float]] | None = None, rows: int = 0) -> str:
+    """Before, after and change per metric, with the change's 95% interval where there is one."""
+    changes = changes or {}
     names = [k for k in after if isinstance(after[k], int | float)]
     width = max([len(n) for n in names] + [6])
-    lines = [f"{'metric':<{width}}  {'before':>9}  {'after':>9}  {'change':>9}"]
+    header = f"{'metric':<{width}}  {'before':>9}  {'after':>9}  {'change':>9}"
+    lines = [header + ("  95% interval" if changes else "")]
     for name in names:
         b = before.get(name)
         a = after[name]
         change = f"{a - b:+9.4f}" if isinstance(b, int | float) else f"{'':>9}"
         b_text = f"{b:9.4f}" if isinstance(b, int | float) else f"{'-':>9}"
-        lines.append(f"{name:<{width}}  {b_text}  {a:9.4f}  {change}")
+        line = f"{name:<{width}}  {b_text}  {a:9.4f}  {change}"
+        if name in changes:
+            line += f"  [{changes[name]['low']:+.4f}, {changes[name]['high']:+.4f}]"
+        lines.append(line)
+    if changes:
+        lines.append(f"(95% interval of the change: paired bootstrap over the {rows} held-out "
+                     "rows; one that excludes 0 is a change beyond this test set's noise)")
     return "\n".join(lines)
 
 
@@ -439,7 +481,7 @@ def train(
         if accelerator.is_main_process:
             write_eval(out, "before", before)
     elif (out / "eval" / "before.json").is_file():
-        before = EvalResult(json.loads((out / "eval" / "before.json").read_text()))
+        before = read_eval(out, "before")
 
     # train
     model = prepare_for_training(model, cfg, task)
@@ -491,6 +533,7 @@ def train(
     after = task.evaluate(model, _limit(cfg, splits[eval_split]))
     if accelerator.is_main_process:
         write_eval(out, "after", after)
+        changes = write_comparison(out, before, after)
         write_predictions(out, before, after)
         if is_peft(model):
             with atomic_dir(out / "adapter") as tmp:
@@ -513,7 +556,9 @@ def train(
             write_report(out)
         except ImportError:
             pass
-        log("\n" + comparison_table(before.metrics if before else {}, after.metrics), summary=True)
+        log("\n" + comparison_table(before.metrics if before else {}, after.metrics, changes,
+                                    len(after.row_scores.rows) if after.row_scores else 0),
+            summary=True)
         log(f"\nmodel: {out / 'model'}", summary=True)
         if (out / "report.html").is_file():
             log(f"report: {out / 'report.html'}", summary=True)

@@ -7,13 +7,14 @@ crashed and still-running runs alike and never load a model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import UserError
+from .evaluate.significance import RowScores, paired_changes
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -132,6 +133,9 @@ class Comparison:
     b: Path
     metrics: list[tuple[str, str, Any, Any]]  # (split, name, value in A, value in B)
     config: list[tuple[str, Any, Any]]  # (flat key, value in A, value in B), differing keys only
+    # B's tuned model minus A's, with the paired 95% interval, where both scored the same rows
+    changes: dict[str, dict[str, float]] = field(default_factory=dict)
+    rows: int = 0
 
 
 _MISSING = object()
@@ -153,7 +157,20 @@ def compare(a: Path, b: Path) -> Comparison:
     # a key one config lacks (written by an older version) and the other has as null: the same
     config = [(k, ca.get(k, _MISSING), cb.get(k, _MISSING))
               for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
-    return Comparison(a, b, metrics, config)
+    return Comparison(a, b, metrics, config, *_paired_after(a, b))
+
+
+def _paired_after(a: Path, b: Path) -> tuple[dict[str, dict[str, float]], int]:
+    """The tuned models' changes from A to B with their paired interval: only where both runs
+    kept per-row scores of the same held-out rows (eval/after_rows.json)."""
+    files = [path / "eval" / "after_rows.json" for path in (a, b)]
+    if not all(f.is_file() for f in files):
+        return {}, 0
+    try:
+        sa, sb = (RowScores.from_json(json.loads(f.read_text())) for f in files)
+    except (ValueError, KeyError, TypeError):  # a damaged file: no interval, not a crash
+        return {}, 0
+    return paired_changes(sa, sb), len(sa.rows)
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -178,11 +195,18 @@ def _value(value: Any) -> str:
 def format_comparison(c: Comparison) -> str:
     lines = [f"A: {c.a}", f"B: {c.b}", ""]
     if c.metrics:
-        rows = [["split", "metric", "A", "B", "B - A"]]
+        rows = [["split", "metric", "A", "B", "B - A"] + (["95% interval"] if c.changes else [])]
         for split, name, va, vb in c.metrics:
             both = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (va, vb))
-            rows.append([split, name, _num(va), _num(vb), f"{vb - va:+.4f}" if both else "-"])
+            row = [split, name, _num(va), _num(vb), f"{vb - va:+.4f}" if both else "-"]
+            change = c.changes.get(name) if split == "after" else None
+            if c.changes:
+                row.append(f"[{change['low']:+.4f}, {change['high']:+.4f}]" if change else "")
+            rows.append(row)
         lines.append(_columns(rows))
+        if c.changes:
+            lines.append(f"(interval of B - A after tuning: paired bootstrap over the {c.rows} "
+                         "held-out rows both runs scored; one that holds 0 is within noise)")
     else:
         lines.append("no metrics in either run (eval/before.json, eval/after.json)")
     lines.append("")

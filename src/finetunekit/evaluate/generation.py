@@ -58,12 +58,9 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean exact match, token F1 and ROUGE-L over pairs."""
-    n = max(len(references), 1)
+def generation_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Exact match, token F1 and ROUGE-L of each pair (a metric is their mean)."""
     pairs = list(zip(predictions, references, strict=True))
-    return {
-        "exact_match": sum(exact_match(p, r) for p, r in pairs) / n,
-        "token_f1": sum(token_f1(p, r) for p, r in pairs) / n,
-        "rouge_l": sum(rouge_l(p, r) for p, r in pairs) / n,
-    }
+    return {name: [fn(p, r) for p, r in pairs]
+            for name, fn in (("exact_match", exact_match), ("token_f1", token_f1),
+                             ("rouge_l", rouge_l))}

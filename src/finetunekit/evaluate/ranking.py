@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .significance import RowScores, paired_changes
+
 
 def mask_seen(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets: Sequence[int]) -> None:
     """Set each user's already-seen items to -inf in place (never the target itself)."""
@@ -67,21 +69,22 @@ def score_and_rank(
     return ranking_metrics(ranks, top, scores.shape[1], k, prefix), ranks, top
 
 
-def paired_gain(ranks: Sequence[int], baseline_ranks: Sequence[int], k: int,
-                resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+def rank_scores(rows: list[str], ranks: Sequence[int], k: int) -> RowScores:
+    """Each user's HR@k, NDCG@k and reciprocal rank (the metrics are their means)."""
+    scores = RowScores(rows)
+    scores.add_mean(f"hr@{k}", [float(r <= k) for r in ranks])
+    scores.add_mean(f"ndcg@{k}", [1.0 / math.log2(r + 1) if r <= k else 0.0 for r in ranks])
+    scores.add_mean("mrr", [1.0 / r for r in ranks])
+    return scores
+
+
+def paired_gain(ranks: Sequence[int], baseline_ranks: Sequence[int], k: int) -> dict[str, float]:
     """NDCG@k of a model minus a baseline's on the same users, with a 95% paired bootstrap
     interval: whether a margin is clear or within the noise of a few hundred users."""
-    def gains(rs: Sequence[int]) -> torch.Tensor:
-        return torch.tensor([1.0 / math.log2(r + 1) if r <= k else 0.0 for r in rs],
-                            dtype=torch.float64)
-
-    diff = gains(ranks) - gains(baseline_ranks)
-    if len(diff) == 0:
+    users = [str(i) for i in range(len(ranks))]
+    change = paired_changes(rank_scores(users, baseline_ranks, k),
+                            rank_scores(users, ranks, k)).get(f"ndcg@{k}")
+    if change is None:
         return {"users": 0}
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(diff), (resamples, len(diff)), generator=gen)
-    means = diff[picks].mean(1).sort().values
-    return {f"ndcg@{k}_gain": float(diff.mean()),
-            "ci95_low": float(means[int(0.025 * (resamples - 1))]),
-            "ci95_high": float(means[int(0.975 * (resamples - 1))]),
-            "users": len(diff)}
+    return {f"ndcg@{k}_gain": change["change"], "ci95_low": change["low"],
+            "ci95_high": change["high"], "users": len(users)}

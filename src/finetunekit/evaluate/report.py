@@ -112,6 +112,7 @@ class Report:
         self.after: dict[str, Any] = _read_json(run_dir / "eval" / "after.json") or {}
         self.before_details = _read_json(run_dir / "eval" / "before_details.json") or {}
         self.after_details = _read_json(run_dir / "eval" / "after_details.json") or {}
+        self.comparison: dict[str, Any] = _read_json(run_dir / "eval" / "comparison.json") or {}
         self.predictions = _read_jsonl(run_dir / "eval" / "predictions.jsonl")
         self.warnings: list[str] = list(self.data.get("warnings", []))
 
@@ -159,22 +160,37 @@ class Report:
             return "<p>No evaluation results yet (eval/before.json, eval/after.json).</p>"
         names = [k for k in self.after if isinstance(self.after[k], int | float)]
         names += [k for k in self.before if k not in names and isinstance(self.before[k], int | float)]
+        changes = self.comparison.get("metrics", {})
         rows = []
         for name in names:
             b, a = self.before.get(name), self.after.get(name)
-            change, cls = "–", ""
+            change, cls, interval = "–", "", ""
             if isinstance(a, int | float) and isinstance(b, int | float):
                 diff = a - b
                 change = f"{diff:+.4f}"
                 better = diff < 0 if name.lower() in LOWER_IS_BETTER else diff > 0
                 cls = "good" if better and diff else "bad" if diff else ""
-            rows.append([e(name), e(b), e(a), f'<span class="{cls}">{e(change)}</span>'])
+            if name in changes:
+                low, high = changes[name]["low"], changes[name]["high"]
+                interval = f"[{low:+.4f}, {high:+.4f}]"
+                if low <= 0 <= high:  # within the test set's noise: neither good nor bad
+                    cls, interval = "", interval + " within noise"
+            row = [e(name), e(b), e(a), f'<span class="{cls}">{e(change)}</span>']
+            rows.append(row + [e(interval)] if changes else row)
         split = self.status.get("eval_split")
         where = f"<p>Held-out split: <b>{e(split)}</b>.</p>" if split else ""
         note = self.before_details.get("baseline") if isinstance(self.before_details, dict) else None
         if isinstance(note, str):
             where += f"<p>Before: {e(note)}.</p>"
-        return where + _table(["metric", "before", "after", "change"], rows, "num")
+        header = ["metric", "before", "after", "change"]
+        if changes:
+            header.append("95% interval")
+            where += (f"<p>The 95% interval of a change is a paired bootstrap over the "
+                      f"{e(self.comparison.get('rows'))} held-out rows (both models scored on the "
+                      "same resampled rows); an interval that holds 0 is within this test set's "
+                      "noise. Metrics that are not sums over rows (macro-F1, coverage) have "
+                      "none.</p>")
+        return where + _table(header, rows, "num")
 
     def training(self) -> str:
         train = curves.series(self.metrics, "loss")

@@ -26,8 +26,11 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
-    """{'wer', 'cer'} over the whole set, after `normalize_text` on both sides.
+def error_counts(references: list[str],
+                 hypotheses: list[str]) -> dict[str, tuple[list[int], list[int]]]:
+    """Per utterance, after `normalize_text` on both sides: word edits and reference words
+    (`wer`), character edits and reference characters (`cer`). A corpus rate is the sum of the
+    edits over the sum of the lengths.
 
     An empty (normalized) reference cannot be scored by WER; it is an error in the data, so
     callers reject such rows when reading.
@@ -38,7 +41,19 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
     hyps = [normalize_text(h) for h in hypotheses]
     if not refs or any(not r for r in refs):
         raise ValueError("every reference needs at least one word after normalization")
-    return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+    counts: dict[str, tuple[list[int], list[int]]] = {"wer": ([], []), "cer": ([], [])}
+    for ref, hyp in zip(refs, hyps, strict=True):
+        for name, align in (("wer", jiwer.process_words), ("cer", jiwer.process_characters)):
+            out = align(ref, hyp)
+            counts[name][0].append(out.substitutions + out.deletions + out.insertions)
+            counts[name][1].append(out.substitutions + out.deletions + out.hits)
+    return counts
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    """{'wer', 'cer'} over the whole set (jiwer's corpus rates), after `normalize_text`."""
+    return {name: sum(edits) / sum(lengths)
+            for name, (edits, lengths) in error_counts(references, hypotheses).items()}
 
 
 def example_wer(reference: str, hypothesis: str) -> float:

@@ -18,17 +18,21 @@ import torch
 
 from ..config import Config
 from ..data.readers import Table, read_table
+from ..evaluate.significance import RowScores
 from ..memory import UNGROUPED_MMAP_THRESHOLD_MB, allocator_environment, on_gpu, set_up_cpu_memory
 from ..models import NO_HUB_KERNELS
 
 
 @dataclass
 class EvalResult:
-    """Flat metrics (for eval/*.json), richer details, and one prediction per example."""
+    """Flat metrics (for eval/*.json), richer details, one prediction per example, and the
+    per-row terms of the metrics that are sums over rows (for the paired interval of a change:
+    evaluate/significance.py)."""
 
     metrics: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    row_scores: RowScores | None = None
 
 
 class Task(ABC):

@@ -26,7 +26,8 @@ import torch
 
 from ..data.readers import WHERE
 from ..errors import UserError
-from ..evaluate.generation import generation_metrics
+from ..evaluate.generation import generation_scores
+from ..evaluate.significance import RowScores
 from ..memory import MB, device_capacity_mb, on_gpu
 from ..models import NO_HUB_KERNELS
 from ..training.lean_layers import lean_activation_bytes
@@ -282,21 +283,31 @@ class ChatSFT(Task):
 
     # --- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def answer_loss(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
-        """Mean loss and perplexity over the answer tokens of held-out rows."""
+    def answer_losses(self, model: torch.nn.Module,
+                      rows: list[dict[str, Any]]) -> tuple[list[float], list[int]]:
+        """Each held-out row's summed loss over its answer tokens, and how many there are
+        (batched by length; returned in the rows' order)."""
         model.eval()
         device = next(model.parameters()).device
-        examples = sorted(self.encode(rows, training=False), key=lambda e: len(e.input_ids))
-        total, count = 0.0, 0
+        examples = self.encode(rows, training=False)
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+        sums, counts = [0.0] * len(examples), [0] * len(examples)
         size = self.cfg.eval.batch_size
-        for start in range(0, len(examples), size):
-            batch = self.collate(examples[start : start + size])
-            total += float(causal_lm_loss_sum(
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            batch = self.collate([examples[i] for i in chunk])
+            row_sums = causal_lm_loss_sum(
                 model, batch["input_ids"].to(device), batch["targets"].to(device),
-                attention_mask=None, chunked=self._chunked(model)))  # see `collate`
-            count += batch["num_items"]
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+                attention_mask=None, chunked=self._chunked(model), per_row=True)  # see `collate`
+            tokens = (batch["targets"] != IGNORE).sum(1)
+            for j, i in enumerate(chunk):
+                sums[i], counts[i] = float(row_sums[j]), int(tokens[j])
+        return sums, counts
+
+    def answer_loss(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Mean loss and perplexity over the answer tokens of held-out rows."""
+        sums, counts = self.answer_losses(model, rows)
+        return _loss_metrics(sum(sums), sum(counts))
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, prompts: list[list[dict] | str]) -> list[str]:
@@ -330,19 +341,30 @@ class ChatSFT(Task):
         return answers
 
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
-        metrics = self.answer_loss(model, rows)
-        scored = [(r, pt) for r in rows if (pt := prompt_and_target(r)) is not None]
+        sums, counts = self.answer_losses(model, rows)
+        metrics = _loss_metrics(sum(sums), sum(counts))
+        scores = RowScores([r[WHERE] for r in rows])
+        scores.add("loss", sums, counts)
+        scored = [(i, pt) for i, r in enumerate(rows) if (pt := prompt_and_target(r)) is not None]
         predictions = []
         if scored:
             generated = self.generate(model, [pt[0] for _, pt in scored])
-            targets = [pt[1] for _, pt in scored]
-            metrics.update(generation_metrics(generated, targets))
-            for (row, (prompt, target)), text in zip(scored, generated, strict=True):
+            # means over the rows with a prompt and a reference: the others weigh nothing
+            weights = [0.0] * len(rows)
+            for i, _ in scored:
+                weights[i] = 1.0
+            for name, values in generation_scores(generated, [pt[1] for _, pt in scored]).items():
+                spread = [0.0] * len(rows)
+                for (i, _), value in zip(scored, values, strict=True):
+                    spread[i] = value
+                scores.add(name, spread, weights)
+                metrics[name] = scores.value(name)
+            for (i, (prompt, target)), text in zip(scored, generated, strict=True):
                 shown = prompt if isinstance(prompt, str) else [m for m in prompt
                                                                if m["role"] != "system"]
-                predictions.append({"where": row[WHERE], "prompt": shown, "target": target,
+                predictions.append({"where": rows[i][WHERE], "prompt": shown, "target": target,
                                     "prediction": text})
-        return EvalResult(metrics, {"generated_examples": len(scored)}, predictions)
+        return EvalResult(metrics, {"generated_examples": len(scored)}, predictions, scores)
 
     def validate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
         """In-loop evaluation: generation is slow, so only when the chosen metric needs it."""
@@ -408,3 +430,9 @@ class ChatSFT(Task):
             prompts.append(messages)
         answers = self.generate(model, prompts)
         return [{"input": t, "output": a} for t, a in zip(inputs, answers, strict=True)]
+
+
+def _loss_metrics(total: float, tokens: int) -> dict[str, float]:
+    """Loss per answer token and its perplexity."""
+    loss = total / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..data.readers import WHERE, RowError
 from ..errors import UserError
 from ..evaluate.classification import classification_metrics, multilabel_metrics
+from ..evaluate.significance import RowScores
 from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 
@@ -214,13 +215,17 @@ class ClassificationTask(Task):
         probs = logits.softmax(-1)
         y_pred = probs.argmax(-1).tolist()
         metrics, details = classification_metrics(y_true, y_pred, self.labels)
-        metrics["loss"] = float(F.cross_entropy(logits, torch.tensor(y_true)).item())
+        row_loss = F.cross_entropy(logits, torch.tensor(y_true), reduction="none")
+        metrics["loss"] = float(row_loss.mean().item()) if len(rows) else 0.0
+        scores = RowScores([r[WHERE] for r in rows])
+        scores.add_mean("accuracy", [float(t == p) for t, p in zip(y_true, y_pred, strict=True)])
+        scores.add_mean("loss", row_loss.tolist())
         predictions = [
             {"where": r[WHERE], "input": self.shown_input(r), "target": r["label"],
              "prediction": self.labels[p], "score": round(float(probs[i, p]), 4)}
             for i, (r, p) in enumerate(zip(rows, y_pred, strict=True))
         ]
-        return EvalResult(metrics, details, predictions)
+        return EvalResult(metrics, details, predictions, scores)
 
     def _multilabel_result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
         targets = torch.tensor([self.label_target(r) for r in rows]).reshape(len(rows), -1)
@@ -228,14 +233,21 @@ class ClassificationTask(Task):
         chosen = probs >= THRESHOLD
         metrics, details = multilabel_metrics(targets.numpy().astype(int),
                                               chosen.numpy().astype(int), self.labels)
-        metrics["loss"] = float(F.binary_cross_entropy_with_logits(logits, targets).item())
+        row_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
+        metrics["loss"] = float(row_loss.mean().item()) if len(rows) else 0.0
+        true_positives = (chosen & (targets > 0)).sum(1)
+        scores = RowScores([r[WHERE] for r in rows])
+        scores.add("micro_f1", (2 * true_positives).tolist(),
+                   (chosen.sum(1) + (targets > 0).sum(1)).tolist())  # 2TP / (2TP + FP + FN)
+        scores.add_mean("subset_accuracy", (chosen == (targets > 0)).all(1).float().tolist())
+        scores.add_mean("loss", row_loss.tolist())
         predictions = [
             {"where": r[WHERE], "input": self.shown_input(r), "target": list(r["label"]),
              "prediction": [self.labels[j] for j in range(len(self.labels)) if chosen[i, j]],
              "score": round(float(probs[i].max()), 4) if len(self.labels) else 0.0}
             for i, r in enumerate(rows)
         ]
-        return EvalResult(metrics, details, predictions)
+        return EvalResult(metrics, details, predictions, scores)
 
     def _ranked(self, inputs: list[str], logits: torch.Tensor) -> list[dict[str, Any]]:
         """`predict`'s answer: the best label and score of each input, and its top three

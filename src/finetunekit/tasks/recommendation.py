@@ -67,7 +67,7 @@ from ..data.interactions import (
 )
 from ..data.readers import WHERE, Table
 from ..errors import UserError
-from ..evaluate.ranking import paired_gain, score_and_rank
+from ..evaluate.ranking import paired_gain, rank_scores, score_and_rank
 from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
 from .padding import pad_ids
@@ -450,7 +450,8 @@ class Recommendation(Task):
              "prediction": [f"{self.catalogue.ids[i]}: {titles[i]}" for i in tops]}
             for r, t, rank, tops in zip(rows, targets, ranks, top, strict=True)
         ]
-        return EvalResult(metrics, details, predictions)
+        return EvalResult(metrics, details, predictions,
+                          rank_scores([r[WHERE] for r in rows], ranks, k))
 
     def baseline(self, model: torch.nn.Module, train: list[dict[str, Any]],
                  test: list[dict[str, Any]]) -> EvalResult:

@@ -26,7 +26,8 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from ..data.audio import load_audio, read_audio_table
 from ..data.readers import WHERE, RowError, Table, require_text
 from ..errors import UserError
-from ..evaluate.speech import NORMALIZATION, error_rates, example_wer, normalize_text
+from ..evaluate.significance import RowScores
+from ..evaluate.speech import NORMALIZATION, error_counts, normalize_text
 from ..models import NO_HUB_KERNELS
 from .audio_input import AudioInput
 from .base import EvalResult, Task
@@ -211,15 +212,19 @@ class SpeechRecognition(AudioInput, Task):
                       self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts
 
-    def _score(self, model: torch.nn.Module, rows: list[dict[str, Any]]):
+    def _score(self, model: torch.nn.Module, rows: list[dict[str, Any]]
+               ) -> tuple[dict[str, float], list[dict[str, Any]], RowScores]:
         hyps = self.transcribe(model, [r["audio"] for r in rows])
-        rates = error_rates([r["text"] for r in rows], hyps)
+        scores = RowScores([r[WHERE] for r in rows])
+        for name, (edits, lengths) in error_counts([r["text"] for r in rows], hyps).items():
+            scores.add(name, edits, lengths)
+        words = scores.metrics["wer"]
         predictions = [
             {"where": r[WHERE], "input": r["audio"], "target": r["text"], "prediction": h,
-             "wer": round(example_wer(r["text"], h), 4)}
-            for r, h in zip(rows, hyps, strict=True)
+             "wer": round(edits / length, 4)}
+            for r, h, edits, length in zip(rows, hyps, *words, strict=True)
         ]
-        return rates, predictions
+        return {name: scores.value(name) for name in scores.metrics}, predictions, scores
 
     def validate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
         return self._score(model, rows)[0]
@@ -235,16 +240,16 @@ class SpeechRecognition(AudioInput, Task):
 
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
         """WER / CER on `rows`; with `audio.extra_eval`, also `real_wer` / `real_cer` there."""
-        metrics, predictions = self._score(model, rows)
+        metrics, predictions, scores = self._score(model, rows)
         details: dict[str, Any] = {"normalization": NORMALIZATION, "examples": len(rows),
                                    "per_example": _worst_first(predictions)}
         if self.cfg.audio.extra_eval and self.extra_eval:
-            extra_metrics, extra_predictions = self._score(model, self._extra())
+            extra_metrics, extra_predictions, _ = self._score(model, self._extra())
             metrics.update({f"real_{k}": v for k, v in extra_metrics.items()})
             details["extra_eval"] = {"file": self.cfg.audio.extra_eval,
                                      "examples": len(extra_predictions),
                                      "predictions": _worst_first(extra_predictions)}
-        return EvalResult(metrics, details, predictions)
+        return EvalResult(metrics, details, predictions, scores)
 
     # --- output ---------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, folder: Path) -> None:

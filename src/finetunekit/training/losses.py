@@ -154,15 +154,21 @@ def causal_lm_loss_sum(
     position_ids: torch.Tensor | None = None,
     chunked: bool = True,
     chunk_size: int = 1024,
+    per_row: bool = False,
 ) -> torch.Tensor:
     """Summed next-token loss; `targets[b, t]` is the id to predict at position t (already
-    shifted by the caller, so packed examples never predict across their boundary)."""
+    shifted by the caller, so packed examples never predict across their boundary). `per_row`:
+    one sum per row, `[rows]` (evaluation's per-row terms, evaluate/significance.py)."""
     if not chunked:
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=position_ids, use_cache=False).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum",
-                               ignore_index=IGNORE)
+        losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                 reduction="none" if per_row else "sum", ignore_index=IGNORE)
+        return losses.view(targets.shape).sum(1) if per_row else losses
     decoder, head = causal_lm_parts(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask,
                      position_ids=position_ids, use_cache=False).last_hidden_state
+    if per_row:
+        return torch.stack([chunked_ce_sum(h, head, t, chunk_size)
+                            for h, t in zip(hidden, targets, strict=True)])
     return chunked_ce_sum(hidden, head, targets, chunk_size)
