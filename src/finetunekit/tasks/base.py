@@ -211,10 +211,16 @@ class Task(ABC):
         return self.evaluate(model, rows).metrics
 
     def baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]],
+        validation: list[dict[str, Any]] | None = None,
     ) -> EvalResult:
-        """The fair 'before' number; by default the base model evaluated as it is."""
+        """The fair 'before' number; by default the base model evaluated as it is. `validation`
+        is for what the tuned model also chooses there (a multi-label threshold)."""
         return self.evaluate(model, test)
+
+    def settle(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> None:  # noqa: B027
+        """Choices made on the validation rows once training is over (the best checkpoint
+        restored), before the tuned model is evaluated and saved: a multi-label threshold."""
 
     # --- output ---------------------------------------------------------------------------
     @abstractmethod

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..data.readers import WHERE, RowError
 from ..errors import UserError
-from ..evaluate.classification import classification_metrics, multilabel_metrics
+from ..evaluate.classification import best_threshold, classification_metrics, multilabel_metrics
 from ..evaluate.significance import RowScores
 from ..models import NO_HUB_KERNELS
 from .base import EvalResult, Task
@@ -35,6 +35,7 @@ PROBE_CS = np.logspace(-4, 2, 7)  # the linear probe's inverse regularization st
 PROBE_FOLDS = 5
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a set of labels
 THRESHOLD = 0.5  # multi-label: a label is predicted when its probability reaches this
+THRESHOLD_KEY = "finetunekit_threshold"  # in a tuned model's config: its own threshold, if tuned
 NO_LABEL = "(none)"  # multi-label: how a row with an empty label set is counted in the report
 
 
@@ -71,6 +72,7 @@ class ClassificationTask(Task):
     labels: list[str]
     class_weights: torch.Tensor | None = None  # per label, in `labels` order (train.class_weights)
     multi_label: bool | None = False  # a row's label is a set (text classification may say so)
+    threshold: float = THRESHOLD  # multi-label: eval.threshold, or the one tuned on validation
     _index_of: dict[str, int] | None = None  # label -> its position in `labels`
 
     def row_label(self, row: dict[str, Any]) -> Hashable:
@@ -143,7 +145,32 @@ class ClassificationTask(Task):
             self.default_metric = "micro_f1"  # type: ignore[misc]
             self._start_at_label_rates(model, [counts[name] / len(train_rows)
                                                for name in self.labels])
+        self._check_threshold()
         return model
+
+    def _check_threshold(self) -> None:
+        """`eval.threshold` needs label sets, and `tuned` a validation split to tune on."""
+        setting = self.cfg.eval.threshold
+        if setting == THRESHOLD:
+            return
+        if not self.multi_label:
+            raise UserError(f"eval.threshold = {setting!r}: applies to multi-label rows (a set "
+                            "of labels per row); this run's rows have one label each")
+        if setting == "tuned" and (self.cfg.data.validation is None or self.cfg.data.test is None):
+            raise UserError("eval.threshold = 'tuned' chooses the threshold on the validation "
+                            "split and reports on the test split, so it needs both: set "
+                            "data.validation and data.test (each a file or a fraction of train)")
+        if isinstance(setting, float):
+            self.threshold = setting
+
+    @property
+    def tunes_threshold(self) -> bool:
+        return bool(self.multi_label) and self.cfg.eval.threshold == "tuned"
+
+    def _tuned_threshold(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> float:
+        targets = np.array([self.label_target(r) for r in rows], dtype=int).reshape(len(rows), -1)
+        return best_threshold(targets, logits.sigmoid().numpy(),
+                              self.cfg.eval.metric or self.default_metric)
 
     def _start_at_label_rates(self, model: torch.nn.Module, rates: list[float]) -> None:
         """Set the new head's biases to each label's log-odds in the training split, so the
@@ -167,6 +194,7 @@ class ClassificationTask(Task):
         self.multi_label = model.config.problem_type == MULTI_LABEL  # other files must agree
         if self.multi_label:
             self.default_metric = "micro_f1"  # type: ignore[misc]
+            self.threshold = float(getattr(model.config, THRESHOLD_KEY, THRESHOLD))
         return model
 
     def check_eval_rows(self, train: list[dict], rows: list[dict], split: str) -> list[dict]:
@@ -208,9 +236,11 @@ class ClassificationTask(Task):
     def features(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> np.ndarray:
         """What the classification head sees, from the frozen pre-trained model."""
 
-    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
+    def _result(self, logits: torch.Tensor, rows: list[dict[str, Any]],
+                threshold: float | None = None) -> EvalResult:
+        """Metrics and predictions from logits; multi-label at `threshold` (default: the task's)."""
         if self.multi_label:
-            return self._multilabel_result(logits, rows)
+            return self._multilabel_result(logits, rows, threshold or self.threshold)
         y_true = [self.label_target(r) for r in rows]
         probs = logits.softmax(-1)
         y_pred = probs.argmax(-1).tolist()
@@ -227,12 +257,14 @@ class ClassificationTask(Task):
         ]
         return EvalResult(metrics, details, predictions, scores)
 
-    def _multilabel_result(self, logits: torch.Tensor, rows: list[dict[str, Any]]) -> EvalResult:
+    def _multilabel_result(self, logits: torch.Tensor, rows: list[dict[str, Any]],
+                           threshold: float) -> EvalResult:
         targets = torch.tensor([self.label_target(r) for r in rows]).reshape(len(rows), -1)
         probs = logits.sigmoid()
-        chosen = probs >= THRESHOLD
+        chosen = probs >= threshold
         metrics, details = multilabel_metrics(targets.numpy().astype(int),
                                               chosen.numpy().astype(int), self.labels)
+        details["threshold"] = threshold
         row_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
         metrics["loss"] = float(row_loss.mean().item()) if len(rows) else 0.0
         true_positives = (chosen & (targets > 0)).sum(1)
@@ -259,7 +291,8 @@ class ClassificationTask(Task):
             best = [{"label": self.labels[int(j)], "score": round(float(v), 4)}
                     for v, j in zip(top.values, top.indices, strict=True)]
             if self.multi_label:
-                chosen = [name for name, q in zip(self.labels, p, strict=True) if q >= THRESHOLD]
+                chosen = [name for name, q in zip(self.labels, p, strict=True)
+                          if q >= self.threshold]
                 results.append({"input": item, "labels": chosen, "top": best})
             else:
                 results.append({"input": item, **best[0], "top": best})
@@ -268,12 +301,28 @@ class ClassificationTask(Task):
     def evaluate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> EvalResult:
         return self._result(self._logits(model, self.encode(rows, training=False)), rows)
 
+    def validate(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """With a tuned threshold, each checkpoint is scored at the threshold best for it on
+        the validation rows: the one `settle` gives the checkpoint that wins."""
+        if not self.tunes_threshold:
+            return super().validate(model, rows)
+        logits = self._logits(model, self.encode(rows, training=False))
+        return self._result(logits, rows, self._tuned_threshold(logits, rows)).metrics
+
+    def settle(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> None:
+        """A tuned threshold: chosen on the validation rows, kept in the model's config."""
+        if self.tunes_threshold and rows:
+            self.threshold = self._tuned_threshold(
+                self._logits(model, self.encode(rows, training=False)), rows)
+            setattr(model.config, THRESHOLD_KEY, self.threshold)
+
     def baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]],
+        validation: list[dict[str, Any]] | None = None,
     ) -> EvalResult:
         """Linear probe: logistic regression on frozen features (the new head is untrained)."""
         if self.multi_label:
-            return self._multilabel_baseline(model, train, test)
+            return self._multilabel_baseline(model, train, test, validation or [])
         probe, how = self.fit_probe(self.features(model, train),
                                     [self.label_target(r) for r in train])
         scores = torch.from_numpy(np.asarray(probe.decision_function(self.features(model, test)),
@@ -289,15 +338,24 @@ class ClassificationTask(Task):
         return result
 
     def _multilabel_baseline(
-        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]]
+        self, model: torch.nn.Module, train: list[dict[str, Any]], test: list[dict[str, Any]],
+        validation: list[dict[str, Any]],
     ) -> EvalResult:
         """One logistic regression per label on the frozen features (`fit_probe`); its
-        probabilities become logits for the same metrics as the tuned model's."""
+        probabilities become logits for the same metrics as the tuned model's, at a threshold
+        tuned the same way as the tuned model's when that is asked for."""
         targets = np.array([self.label_target(r) for r in train], dtype=int)
         probe, how = self.fit_probe(self.features(model, train), targets)
-        p = np.clip(probe.predict_proba(self.features(model, test)), 1e-7, 1 - 1e-7)
-        logits = torch.from_numpy(np.log(p) - np.log1p(-p)).float()
-        result = self._result(logits, test)
+
+        def logits(rows: list[dict[str, Any]]) -> torch.Tensor:
+            p = np.clip(probe.predict_proba(self.features(model, rows)), 1e-7, 1 - 1e-7)
+            return torch.from_numpy(np.log(p) - np.log1p(-p)).float()
+
+        threshold = self.threshold
+        if self.tunes_threshold and validation:
+            threshold = self._tuned_threshold(logits(validation), validation)
+            how += f"; threshold {threshold:g}, tuned on the validation split"
+        result = self._result(logits(test), test, threshold)
         result.details["baseline"] = f"linear probe per label on frozen pooled features ({how})"
         return result
 

@@ -454,7 +454,8 @@ class Recommendation(Task):
                           rank_scores([r[WHERE] for r in rows], ranks, k))
 
     def baseline(self, model: torch.nn.Module, train: list[dict[str, Any]],
-                 test: list[dict[str, Any]]) -> EvalResult:
+                 test: list[dict[str, Any]],
+                 validation: list[dict[str, Any]] | None = None) -> EvalResult:
         result = self.evaluate(model, test, text_only=True)
         result.details["baseline"] = "zero-shot: the pre-trained encoder's text similarity"
         return result
