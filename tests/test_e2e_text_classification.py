@@ -14,7 +14,8 @@ from finetunekit import config as config_mod
 from finetunekit.cli import main
 from finetunekit.run import evaluate_run
 
-pytestmark = pytest.mark.slow
+# one worker takes the whole module, so its shared run (`food_run`, about 100 s) is trained once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("food_run")]
 REPO = Path(__file__).resolve().parent.parent
 
 
